@@ -1,0 +1,85 @@
+"""Shared parts of every method's config: the env, the run schedule and the benchmark presets.
+
+A method config (`experiments/configs/<method>.py`) calls `base_config(method, variant)` and
+fills `config.agent`. Fields (all overridable with `--config.<path>=<value>`):
+
+  method, variant, seed
+  env.suite        'atari' | 'dmc' | 'dmc_vision' | 'classic' | 'sprite'
+  env.task         game / task name ('Pong', 'cheetah_run', 'CartPole-v1', 'reach')
+  env.num_envs     training envs stepped together; env.eval_envs for evaluation
+  env.protocol     suite protocol overrides handed to wm_jax.envs.make_env (the protocol card)
+  run.steps        total agent steps (env steps summed over envs; frames = steps x frame skip)
+  run.train_ratio  replayed steps per env step (DreamerV3's definition); 0 = no learning
+  run.batch_size, run.batch_length, run.replay_capacity (steps), run.learning_starts
+  run.eval_every, run.eval_episodes, run.log_every, run.checkpoint_every (agent steps)
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+from wm_jax.errors import UnknownNameError
+
+# Atari-100k protocol (the README's card): 64x64 RGB, frame skip 4 with max-pool, no sticky
+# actions, up to 30 no-ops, no fire reset, minimal actions, 108k-frame cap, raw rewards.
+ATARI_PROTOCOL = dict(image_size=64, frame_skip=4, sticky_prob=0.0, noop_max=30,
+                      max_episode_frames=108_000, life_loss_terminal=False)
+DMC_PROTOCOL = dict(action_repeat=2)
+DMC_VISION_PROTOCOL = dict(action_repeat=2, image_size=64)
+
+# Benchmark presets: env and run schedule per variant. 100k agent steps = 400k frames on
+# Atari; 1M frames = 500k agent steps on DMC with action repeat 2.
+PRESETS = {
+    "atari100k": dict(
+        env=dict(suite="atari", task="Pong", num_envs=1, eval_envs=8,
+                 protocol=ATARI_PROTOCOL),
+        run=dict(steps=100_000, replay_capacity=100_000, eval_every=25_000,
+                 eval_episodes=100, log_every=1_000, checkpoint_every=10_000)),
+    "dmc_proprio": dict(
+        env=dict(suite="dmc", task="cheetah_run", num_envs=4, eval_envs=4,
+                 protocol=DMC_PROTOCOL),
+        run=dict(steps=500_000, replay_capacity=1_000_000, eval_every=50_000,
+                 eval_episodes=10, log_every=5_000, checkpoint_every=50_000)),
+    "dmc_vision": dict(
+        env=dict(suite="dmc_vision", task="cheetah_run", num_envs=4, eval_envs=4,
+                 protocol=DMC_VISION_PROTOCOL),
+        run=dict(steps=500_000, replay_capacity=1_000_000, eval_every=50_000,
+                 eval_episodes=10, log_every=5_000, checkpoint_every=50_000)),
+    "debug": dict(
+        env=dict(suite="classic", task="CartPole-v1", num_envs=2, eval_envs=2, protocol={}),
+        run=dict(steps=2_000, replay_capacity=10_000, eval_every=1_000, eval_episodes=4,
+                 log_every=200, checkpoint_every=500)),
+}
+
+# Fields a resumed run may change (extending or re-scheduling a run); any other difference
+# between the saved and the given config refuses the resume.
+RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
+                    "run.checkpoint_every")
+
+
+def check_variant(variant: str, known) -> str:
+  """Returns the variant, or raises one sentence listing the valid ones."""
+  if variant in known:
+    return variant
+  close = difflib.get_close_matches(variant or "", list(known), n=1)
+  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  raise UnknownNameError(f"Unknown config variant {variant!r}{hint}: use one of "
+                   f"{', '.join(known)}, e.g. --config=experiments/configs/random.py:debug.")
+
+
+def base_config(method: str, variant: str) -> ml_collections.ConfigDict:
+  """Env + run fields of `variant`'s preset, with an empty `agent` for the method to fill."""
+  preset = PRESETS[check_variant(variant, PRESETS)]
+  config = ml_collections.ConfigDict()
+  config.method = method
+  config.variant = variant
+  config.seed = 0
+  config.env = ml_collections.ConfigDict(preset["env"])
+  config.run = ml_collections.ConfigDict(dict(
+      train_ratio=0.0, batch_size=16, batch_length=64, learning_starts=0,
+      keep_checkpoints=2))
+  config.run.update(preset["run"])
+  config.agent = ml_collections.ConfigDict()
+  return config

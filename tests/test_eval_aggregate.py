@@ -1,0 +1,97 @@
+"""Aggregates and CIs against rliable on fixed inputs; published data reproduces the papers."""
+
+import numpy as np
+import pytest
+from rliable import library as rly
+from rliable import metrics
+
+from wm_jax.eval import aggregate, published, scores
+
+
+def _hns(method):
+  raw = published.scores(method)
+  return np.stack([scores.human_normalized(g, raw[g]) for g in scores.atari100k_games()], axis=1)
+
+
+def test_point_estimates_hand_computed():
+  x = np.array([[0.0, 1.0, 2.0, 10.0],
+                [1.0, 1.0, 0.0, 6.0]])          # [runs=2, games=4]
+  mean, median, iqm, gap, superhuman = aggregate.aggregate_vector(x)
+  assert mean == pytest.approx((0.5 + 1.0 + 1.0 + 8.0) / 4)
+  assert median == pytest.approx(1.0)
+  assert iqm == pytest.approx(np.mean([1.0, 1.0, 1.0, 2.0]))   # middle 4 of 8 sorted values
+  assert gap == pytest.approx((1.0 + 0.0 + 0.0 + 0.0 + 0.0 + 0.0 + 1.0 + 0.0) / 8)
+  assert superhuman == 3.0                     # per-game means 0.5, 1.0, 1.0, 8.0: >= 1
+
+
+def test_intervals_match_rliable_on_fixed_inputs():
+  rng = np.random.RandomState(3)
+  score_dict = {"a": rng.gamma(1.0, 1.0, size=(5, 26)), "b": rng.gamma(2.0, 0.5, size=(3, 26))}
+  ours = aggregate.interval_estimates(score_dict, reps=300, seed=7)
+  # rliable with the same aggregate function and seed: identical numbers.
+  np.random.seed(7)   # rliable 1.2 resamples with NumPy's global RNG
+  points, cis = rly.get_interval_estimates(score_dict, aggregate.aggregate_vector, reps=300)
+  funcs = {"mean": metrics.aggregate_mean, "median": metrics.aggregate_median,
+           "iqm": metrics.aggregate_iqm,
+           "optimality_gap": lambda s: metrics.aggregate_optimality_gap(s, 1.0)}
+  for method in score_dict:
+    for i, name in enumerate(aggregate.METRICS):
+      assert ours[method][name] == pytest.approx(
+          (points[method][i], cis[method][0, i], cis[method][1, i]))
+    for name, func in funcs.items():   # the components are rliable's own metrics
+      assert ours[method][name][0] == pytest.approx(func(score_dict[method]))
+      # Another resampling stream: its CI agrees up to Monte-Carlo noise.
+      _, single = rly.get_interval_estimates({method: score_dict[method]},
+                                             lambda s, f=func: np.array([f(s)]), reps=300)
+      assert ours[method][name][1:] == pytest.approx(tuple(single[method][:, 0]), abs=0.08)
+
+
+def test_single_run_gives_degenerate_interval():
+  est = aggregate.interval_estimates({"one": np.array([[0.2, 0.4, 3.0]])}, reps=50)
+  assert est["one"]["mean"][0] == est["one"]["mean"][1] == est["one"]["mean"][2]
+
+
+@pytest.mark.parametrize("method, mean, median, superhuman", [
+    ("IRIS", 1.046, None, 10),            # abstract: mean 1.046, 10 of 26 games superhuman
+    ("DIAMOND", 1.46, None, None),        # abstract: mean 1.46
+    ("EfficientZero", 1.943, 1.090, None),  # NeurIPS abstract: 194.3% mean, 109.0% median
+])
+def test_published_per_game_data_reproduces_the_paper(method, mean, median, superhuman):
+  got = aggregate.aggregate_vector(_hns(method))
+  digits = len(str(mean).split(".")[1])
+  assert round(got[0], digits) == mean
+  if median is not None:
+    assert round(got[1], 3) == median
+  if superhuman is not None:
+    assert got[4] == superhuman
+
+
+def test_paper_aggregates_file_names_known_methods_and_sources():
+  rows = published.paper_aggregates()
+  assert rows and all(r["source"] for r in rows)
+  assert {r["method"] for r in rows} <= set(published.methods())
+  assert {r["metric"] for r in rows} <= set(aggregate.METRICS)
+
+
+def test_every_published_number_has_a_source_and_all_26_games():
+  for method in published.methods():
+    assert set(published.scores(method)) == set(scores.atari100k_games()), method
+    assert all(published.sources(method)), method
+
+
+def test_performance_profile_shapes():
+  taus = np.linspace(0, 2, 5)
+  profiles, cis = aggregate.performance_profiles({"a": np.array([[0.5, 1.5], [1.0, 3.0]])},
+                                                 taus, reps=20)
+  assert profiles["a"].shape == (5,) and cis["a"].shape == (2, 5)
+  assert profiles["a"][0] == 1.0 and profiles["a"][-1] == 0.25
+
+
+def test_bootstrap_is_seeded_and_leaves_the_global_rng_alone():
+  data = {"a": np.random.RandomState(0).rand(4, 6)}
+  np.random.seed(123)
+  expected_next = np.random.random()
+  np.random.seed(123)
+  first = aggregate.interval_estimates(data, reps=100, seed=1)
+  assert np.random.random() == expected_next
+  assert aggregate.interval_estimates(data, reps=100, seed=1) == first

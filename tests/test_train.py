@@ -1,0 +1,222 @@
+"""The run loop end to end: config overrides, run-directory files, resume after SIGKILL,
+SIGTERM, refused resumes, and one-sentence errors for bad input."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import random as random_config
+from wm_jax import agents
+from wm_jax.agents.base import Agent
+from wm_jax.errors import NonFiniteLossError
+from wm_jax.train import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cmd(workdir, *overrides, variant="debug"):
+  return [sys.executable, "-m", "experiments.train",
+          f"--config=experiments/configs/random.py:{variant}", f"--workdir={workdir}",
+          "--noprogress", *overrides]
+
+
+def _run(workdir, *overrides, variant="debug", check=True):
+  out = subprocess.run(_cmd(workdir, *overrides, variant=variant), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+  if check:
+    assert out.returncode == 0, out.stderr[-3000:]
+  return out
+
+
+def _lines(path):
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+def _error_line(out):
+  """The last stderr line; asserts the run failed with a single 'error: ...' sentence."""
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr, out.stderr[-3000:]
+  return out.stderr.strip().splitlines()[-1]
+
+
+def test_run_writes_config_protocol_logs_scores_and_tensorboard(tmp_path):
+  wd = tmp_path / "run"
+  _run(wd, "--config.run.steps=600", "--config.run.log_every=200", "--config.seed=3")
+  config = json.load(open(wd / "config.json"))
+  assert config["run"]["steps"] == 600 and config["seed"] == 3   # overrides took effect
+  card = json.load(open(wd / "protocol.json"))
+  assert card["suite"] == "classic" and card["task"] == "CartPole-v1"
+  assert card["method"] == "random" and card["variant"] == "debug"
+  metrics = _lines(wd / "metrics.jsonl")
+  assert [m["agent_step"] for m in metrics] == [200, 400, 600]
+  assert all(m["env_frame"] == m["agent_step"] * card["frames_per_step"] for m in metrics)
+  scores = _lines(wd / "scores.jsonl")
+  evals = [s for s in scores if s["kind"] == "eval"]
+  assert len(evals) == 4 and {s["agent_step"] for s in evals} == {600}
+  train_eps = [s for s in scores if s["kind"] == "train"]
+  assert train_eps and all(8 <= s["return"] <= 500 for s in train_eps)  # random CartPole
+  assert all(s["return"] == s["length"] for s in scores)  # +1 per step in CartPole
+  assert json.load(open(wd / "done.json"))["agent_step"] == 600
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(wd / "tb"))
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path):
+  wd = tmp_path / "run"
+  _run(wd, "--config.run.steps=400")
+  before = open(wd / "scores.jsonl").read()
+  _run(wd, "--config.run.steps=400")
+  assert open(wd / "scores.jsonl").read() == before
+
+
+def test_resume_after_sigkill_continues_the_counters_exactly(tmp_path):
+  wd = tmp_path / "run"
+  overrides = ["--config.run.steps=30000", "--config.run.log_every=500",
+               "--config.run.checkpoint_every=1000", "--config.run.eval_every=10000",
+               "--config.run.eval_episodes=2"]
+  proc = subprocess.Popen(_cmd(wd, *overrides), cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and not _checkpoint_steps(wd):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(_checkpoint_steps(wd))
+  assert killed_at < 30000, "the run finished before it could be killed; make it longer"
+
+  out = _run(wd, *overrides)
+  assert f"from agent step {killed_at:,}" in out.stderr
+  done = json.load(open(wd / "done.json"))
+  assert done["agent_step"] == 30000
+  steps = [m["agent_step"] for m in _lines(wd / "metrics.jsonl")]
+  assert steps == list(range(500, 30001, 500))      # no gap, no duplicate across the kill
+  evals = [s for s in _lines(wd / "scores.jsonl") if s["kind"] == "eval"]
+  assert [s["eval_round"] for s in evals] == [0, 0, 1, 1, 2, 2]
+  assert [s["agent_step"] for s in evals] == [10000] * 2 + [20000] * 2 + [30000] * 2
+
+
+def _checkpoint_steps(workdir):
+  path = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(path):
+    return []
+  return [int(d) for d in os.listdir(path) if d.isdigit()]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  wd = tmp_path / "run"
+  overrides = ["--config.run.steps=10000000", "--config.run.checkpoint_every=5000000"]
+  proc = subprocess.Popen(_cmd(wd, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not os.path.exists(wd / "metrics.jsonl"):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 0, stderr[-2000:]
+  assert "SIGTERM: saved a checkpoint at agent step" in stderr
+  saved = _checkpoint_steps(wd)
+  assert len(saved) == 1 and 0 < saved[0] < 10_000_000
+  assert not os.path.exists(wd / "done.json")
+
+
+def test_resuming_with_a_different_config_is_refused_and_keeps_the_run(tmp_path):
+  wd = tmp_path / "run"
+  _run(wd, "--config.run.steps=400")
+  saved = open(wd / "config.json").read()
+  out = _run(wd, "--config.run.steps=400", "--config.seed=7", check=False)
+  line = _error_line(out)
+  assert "different config (seed: saved 0, given 7)" in line and "new --workdir" in line
+  assert open(wd / "config.json").read() == saved
+
+
+def test_corrupt_checkpoint_is_refused_and_not_overwritten(tmp_path):
+  wd = tmp_path / "run"
+  _run(wd, "--config.run.steps=1000", "--config.run.checkpoint_every=500")
+  latest = wd / "checkpoints" / str(max(_checkpoint_steps(wd)))
+  for root, _, files in os.walk(latest):
+    for name in files:
+      with open(os.path.join(root, name), "wb") as f:
+        f.write(b"garbage")
+  snapshot = {p: open(os.path.join(r, p), "rb").read() for r, _, fs in os.walk(latest) for p in fs}
+  out = _run(wd, "--config.run.steps=2000", check=False)
+  line = _error_line(out)
+  assert "cannot be read" in line and "move that folder aside" in line
+  assert {p: open(os.path.join(r, p), "rb").read()
+          for r, _, fs in os.walk(latest) for p in fs} == snapshot
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--config.env.task=CartPoel-v1"], "did you mean 'CartPole-v1'"),
+    (["--config.run.steps=0"], "run.steps=0 must be positive"),
+])
+def test_bad_input_gives_one_sentence(tmp_path, args, expected):
+  line = _error_line(_run(tmp_path / "run", *args, check=False))
+  assert line.startswith("error: ") and expected in line
+
+
+def test_unknown_variant_names_the_valid_ones(tmp_path):
+  out = _run(tmp_path / "run", variant="atari100", check=False)
+  assert out.returncode != 0
+  assert "did you mean 'atari100k'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_unknown_config_field_is_refused(tmp_path):
+  out = _run(tmp_path / "run", "--config.run.stepz=5", check=False)
+  assert out.returncode != 0 and "stepz" in out.stderr and "Traceback" not in out.stderr
+
+
+# --- The learning path (replay + train-ratio schedule + NaN guard) with a toy agent. -------
+
+
+def _make_counting_agent(config, spec):
+  """A toy learner: its 'loss' is the mean reward of the batch; turns NaN after N updates."""
+  def update(state, batch, key):
+    del key
+    assert batch["vector"].shape == (4, 8, 4) and batch["action"].shape == (4, 8)
+    loss = jnp.mean(batch["reward"]) + jnp.where(state["n"] >= config.nan_after, jnp.nan, 0.0)
+    return {"n": state["n"] + 1}, {"model_loss": loss}
+
+  def act(state, carry, obs, key, explore):
+    return jax.random.randint(key, obs["is_first"].shape, 0, spec.act.num_actions), carry
+
+  return Agent(init=lambda key: {"n": jnp.zeros((), jnp.int32)}, initial_carry=lambda n: (),
+               act=act, update=update)
+
+
+@pytest.fixture
+def counting_method(monkeypatch):
+  monkeypatch.setitem(agents.BUILDERS, "counting", "tests.test_train:_make_counting_agent")
+
+
+def _counting_config(nan_after):
+  config = random_config.get_config("debug")
+  config.method = "counting"
+  config.agent.nan_after = nan_after
+  config.run.update(dict(steps=400, train_ratio=32.0, batch_size=4, batch_length=8,
+                         replay_capacity=1000, learning_starts=100, checkpoint_every=100))
+  return config
+
+
+def test_updates_follow_the_train_ratio(tmp_path, counting_method):
+  counters = train(_counting_config(nan_after=10**9), str(tmp_path / "run"), progress=False)
+  # 2 envs x 32 replayed steps per env step / (4 x 8) = 2 updates per loop from step 100 on.
+  assert counters["updates"] == 2 * (400 - 100) // 2 + 2
+  metrics = _lines(tmp_path / "run" / "metrics.jsonl")
+  assert metrics[-1]["updates"] == counters["updates"] and "model_loss" in metrics[-1]
+
+
+def test_nan_loss_stops_with_step_and_term_after_saving_last_good_state(tmp_path,
+                                                                        counting_method):
+  with pytest.raises(NonFiniteLossError, match=r"'model_loss' became nan at agent step 1[0-9]{2}"):
+    train(_counting_config(nan_after=5), str(tmp_path / "run"), progress=False)
+  saved = max(_checkpoint_steps(tmp_path / "run"))
+  assert 100 <= saved < 400

@@ -1,0 +1,148 @@
+"""The Dreamer agent (V1, V2, V3 by config): RSSM world model + imagination actor-critic.
+
+`make_dreamer(config, spec)` returns an `Agent` (wm_jax/agents/base.py) whose update is one
+world-model step on a replay batch [B, T] followed by one actor and one critic step on
+trajectories imagined from every posterior state of that batch (DreamerV3 sec. 2 / App. B,
+imagination starts from all B*T replay states).
+
+Model sizes follow DreamerV3 v1 (arXiv:2301.04104 v1, Table B.1); the 2024/Nature revision
+replaces them by 12M-400M presets with a 8-block GRU and RMSNorm, not implemented here.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
+from wm_jax.agents.base import Agent
+from wm_jax.envs.base import EnvSpec
+from wm_jax.errors import RunConfigError, UnknownNameError
+from wm_jax.models.rssm import feat_of, make_world_model
+
+# DreamerV3 v1 Table B.1: GRU units (deter), dense hidden units, MLP layers, CNN multiplier.
+# 'debug' is ours: a tiny model for tests and CPU smoke runs.
+SIZES = {
+    "debug": dict(deter=64, units=64, layers=1, cnn_depth=8),
+    "XS": dict(deter=256, units=256, layers=1, cnn_depth=24),
+    "S": dict(deter=512, units=512, layers=2, cnn_depth=32),
+    "M": dict(deter=1024, units=640, layers=3, cnn_depth=48),
+    "L": dict(deter=2048, units=768, layers=4, cnn_depth=64),
+    "XL": dict(deter=4096, units=1024, layers=5, cnn_depth=96),
+}
+# Which fields of which sections a size fills when they are left unset (None).
+_SIZED = {"rssm": {"deter": "deter", "hidden": "units"},
+          "encoder": {"units": "units", "layers": "layers", "cnn_depth": "cnn_depth"},
+          "decoder": {"units": "units", "layers": "layers", "cnn_depth": "cnn_depth"},
+          "reward_head": {"units": "units", "layers": "layers"},
+          "cont_head": {"units": "units", "layers": "layers"},
+          "actor": {"units": "units", "layers": "layers"},
+          "critic": {"units": "units", "layers": "layers"}}
+_CHOICES = {"precision": ("float32", "bfloat16"), "kl.kind": ("free_bits", "balance", "gaussian"),
+            "reward_head.dist": ("symlog_twohot", "mse"), "critic.dist": ("symlog_twohot", "mse"),
+            "actor.dist_cont": ("normal", "tanh_normal"), "rssm.initial": ("learned", "zeros"),
+            "reward_transform": ("none", "tanh"), "actor.grad_disc": ("reinforce", "dynamics"),
+            "actor.grad_cont": ("reinforce", "dynamics")}
+
+
+def _get(cfg, path):
+  for part in path.split("."):
+    cfg = cfg[part]
+  return cfg
+
+
+def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Checks the agent config and fills size-derived fields left unset from SIZES[agent.size]; raises one sentence on an impossible setting."""
+  if agent.size not in SIZES:
+    close = difflib.get_close_matches(agent.size, list(SIZES), n=2, cutoff=0.3)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    raise UnknownNameError(f"Unknown agent.size {agent.size!r}: {hint}choose one of "
+                           f"{', '.join(SIZES)} (DreamerV3 Table B.1).")
+  for path, choices in _CHOICES.items():
+    if _get(agent, path) not in choices:
+      raise RunConfigError(f"agent.{path}={_get(agent, path)!r} is not one of "
+                           f"{', '.join(choices)}.")
+  if (agent.kl.kind == "gaussian") != (agent.rssm.classes == 0):
+    raise RunConfigError("agent.kl.kind='gaussian' goes with Gaussian latents "
+                         "(agent.rssm.classes=0) and the other kinds with classes > 0.")
+  if agent.imag_horizon < 1:
+    raise RunConfigError(f"agent.imag_horizon={agent.imag_horizon} must be at least 1.")
+  resolved = ml_collections.ConfigDict(agent.to_dict())
+  size = SIZES[agent.size]
+  for section, fields in _SIZED.items():
+    for field, key in fields.items():
+      if resolved[section][field] is None:
+        resolved[section][field] = size[key]
+  return resolved
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Rejects an impossible Dreamer run config (full config: env, run, agent) at start-up with one sentence."""
+  run = config.run
+  if run.batch_length > run.replay_capacity:
+    raise RunConfigError(f"run.batch_length={run.batch_length} is longer than "
+                         f"run.replay_capacity={run.replay_capacity}: lower the sequence "
+                         f"length or raise the capacity.")
+  if run.batch_length < 2:
+    raise RunConfigError(f"run.batch_length={run.batch_length} must be at least 2.")
+  resolve_agent_config(config.agent)
+
+
+def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
+  """The Dreamer `Agent` for the `agent` sub-config `config` and an env with `spec`."""
+  cfg = resolve_agent_config(config)
+  if not any(k in spec.obs for k in ("image", "vector")):
+    raise RunConfigError("Dreamer needs an 'image' or 'vector' observation; the env has "
+                         f"{', '.join(spec.obs)}.")
+  wm = make_world_model(cfg, spec)
+  ac = make_actor_critic(wm.cfg, spec.act)
+  model_opt = make_optimizer(wm.cfg.model_opt)
+  obs_keys = tuple(k for k in ("image", "vector") if k in spec.obs)
+
+  def init(key):
+    k1, k2 = jax.random.split(key)
+    wm_params = wm.init(k1)
+    return {"wm": wm_params, "wm_opt": model_opt.init(wm_params),
+            "ac": ac.init(k2, wm.feat_size)}
+
+  def initial_carry(num_envs: int):
+    """Zero latent and action; the first observation is always is_first, which resets it."""
+    state = jax.eval_shape(lambda k: wm.initial(wm.init(k), num_envs), jax.random.key(0))
+    state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
+    return {"state": state, "action": jnp.zeros((num_envs, wm.action_size), jnp.float32)}
+
+  def act(state, carry, obs, key, explore: bool):
+    """One filtering step on obs [N] then one policy step; resets where obs['is_first']."""
+    k1, k2 = jax.random.split(key)
+    embed = wm.embed(state["wm"], {k: obs[k] for k in obs_keys})
+    post, _ = wm.obs_step(state["wm"], carry["state"], carry["action"], embed,
+                          jnp.asarray(obs["is_first"], bool), k1)
+    action = ac.act(state["ac"]["actor"], feat_of(post), k2, explore)
+    if spec.act.discrete:
+      env_action = jnp.argmax(action, -1).astype(jnp.int32)
+      action = jax.nn.one_hot(env_action, wm.action_size, dtype=jnp.float32)
+    else:
+      env_action = action = jnp.clip(action, spec.act.low, spec.act.high)
+    return env_action, {"state": post, "action": action}
+
+  def update(state, batch, key):
+    """World-model step on batch [B, T], then actor-critic on imagination from all B*T posteriors."""
+    k1, k2 = jax.random.split(key)
+    (_, (metrics, out)), grads = jax.value_and_grad(wm.loss, has_aux=True)(
+        state["wm"], batch, k1)
+    upd, wm_opt = model_opt.update(grads, state["wm_opt"], state["wm"])
+    wm_params = optax.apply_updates(state["wm"], upd)
+    metrics["model_grad_norm"] = optax.tree.norm(grads)
+    flat = lambda x: x.reshape((-1,) + x.shape[2:])
+    start = jax.tree.map(flat, out["post"])
+    start_cont = flat(1.0 - batch["is_terminal"].astype(jnp.float32))
+    ac_state, ac_metrics = ac.update(state["ac"], wm, state["wm"], start, start_cont, k2)
+    metrics.update(ac_metrics)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+    return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
+
+  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)

@@ -1,0 +1,63 @@
+"""Environments behind one batched interface (wm_jax.envs.base): `make_env(suite, task, ...)`.
+
+Suites: 'atari' (Atari-100k via envpool), 'dmc' (DMControl proprio via envpool),
+'dmc_vision' (DMControl rendered 64x64 with dm_control), 'classic' (envpool classic
+control), 'sprite' (a tiny pure-JAX pixel env, task 'reach'). Every env carries its protocol
+card (`env.protocol`, a frozen dataclass) and `env.frames_per_step` (emulator/control frames
+per agent step, for frame budgets such as Atari-100k's 400k frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from wm_jax.envs import base
+from wm_jax.envs.base import BatchedEnv, EnvSpec, Step, UnknownNameError
+
+SUITES = ("atari", "dmc", "dmc_vision", "classic", "sprite")
+SPRITE_TASKS = ("reach",)
+
+# The 26 games of Atari-100k (Kaiser et al. 2020), envpool names without '-v5'.
+ATARI100K_GAMES = (
+    "Alien", "Amidar", "Assault", "Asterix", "BankHeist", "BattleZone", "Boxing", "Breakout",
+    "ChopperCommand", "CrazyClimber", "DemonAttack", "Freeway", "Frostbite", "Gopher", "Hero",
+    "Jamesbond", "Kangaroo", "Krull", "KungFuMaster", "MsPacman", "Pong", "PrivateEye", "Qbert",
+    "RoadRunner", "Seaquest", "UpNDown")
+
+
+def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool = False,
+             **protocol_overrides: Any) -> BatchedEnv:
+  """N envs of `suite`/`task` seeded seed..seed+N-1; overrides replace protocol-card fields.
+
+  eval_mode turns off Atari life-loss termination (scores count whole games).
+  """
+  base.check_name("suite", suite, SUITES)
+  if suite == "atari":
+    from wm_jax.envs import atari
+    protocol = base.replace_protocol(atari.AtariProtocol(), "Atari", protocol_overrides)
+    if eval_mode:
+      protocol = dataclasses.replace(protocol, life_loss_terminal=False)
+    return atari.AtariEnv(task, num_envs, seed, protocol)
+  if suite in ("dmc", "dmc_vision"):
+    from wm_jax.envs import dmc
+    protocol = base.replace_protocol(dmc.DMCProtocol(suite=suite), "DMC", protocol_overrides)
+    env_cls = dmc.DMCProprioEnv if suite == "dmc" else dmc.DMCVisionEnv
+    return env_cls(task, num_envs, seed, protocol)
+  if suite == "classic":
+    from wm_jax.envs import classic
+    protocol = base.replace_protocol(classic.ClassicProtocol(), "classic", protocol_overrides)
+    return classic.ClassicEnv(task, num_envs, seed, protocol)
+  from wm_jax.envs import sprite
+  base.check_name("sprite task", task, SPRITE_TASKS)
+  protocol = base.replace_protocol(sprite.SpriteProtocol(), "sprite", protocol_overrides)
+  return sprite.SpriteEnv(num_envs, seed, protocol)
+
+
+def protocol_card(env: BatchedEnv) -> dict[str, Any]:
+  """The env's protocol card as a plain dict (for the run directory), with 'suite' and 'task'."""
+  return {**dataclasses.asdict(env.protocol), "suite": env.suite, "task": env.task}
+
+
+__all__ = ["ATARI100K_GAMES", "SUITES", "BatchedEnv", "EnvSpec", "Step", "UnknownNameError",
+           "make_env", "protocol_card"]

@@ -1,0 +1,86 @@
+"""envpool's classic-control tasks (CartPole, Acrobot, MountainCar, Pendulum) as 'vector' envs.
+
+Small, fast sanity checks for world models and agents. Observations are float32 [N, D];
+discrete tasks take int32 [N] actions, continuous ones float32 [N, A] in [-1, 1], rescaled
+here to the task's own bounds (Pendulum's torque is [-2, 2]). A time limit (CartPole-v1:
+500 steps) is a truncation: is_last without is_terminal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+
+from wm_jax.envs import base
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassicProtocol:
+  """The classic-control protocol card.
+
+  time_limit: episode length in steps, a truncation; None keeps the task's own
+    (CartPole-v1 500, Acrobot-v1 500, MountainCar-v0 200, Pendulum-v1 200) and the env's
+    card records the number.
+  """
+  time_limit: int | None = None
+
+
+def classic_tasks() -> list[str]:
+  """The envpool ids of the classic-control tasks ('CartPole-v1', ...)."""
+  from envpool.registration import registry
+  return sorted(k for k, v in registry.specs.items() if v[0] == "envpool.classic_control")
+
+
+class ClassicEnv:
+  """N copies of one classic-control task stepped by envpool (gymnasium API)."""
+
+  suite = "classic"
+
+  def __init__(self, task: str, num_envs: int, seed: int, protocol: ClassicProtocol):
+    import envpool
+    base.check_name("classic-control task", task, classic_tasks())
+    overrides = {} if protocol.time_limit is None else {"max_episode_steps": protocol.time_limit}
+    with warnings.catch_warnings():  # envpool's float64 Box bounds make gymnasium warn.
+      warnings.simplefilter("ignore", UserWarning)
+      self._env = envpool.make(task, env_type="gymnasium", num_envs=num_envs, seed=seed,
+                               **overrides)
+      space, obs_space = self._env.action_space, self._env.observation_space
+    self.protocol = dataclasses.replace(
+        protocol, time_limit=int(self._env.spec.config.max_episode_steps))
+    self.task = task
+    self.num_envs = num_envs
+    self.frames_per_step = 1
+    self._discrete = hasattr(space, "n")
+    if self._discrete:
+      act = base.ActionSpec(discrete=True, num_actions=int(space.n))
+    else:
+      act = base.ActionSpec(discrete=False, dim=int(space.shape[0]))
+      self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
+    dim = int(np.prod(obs_space.shape))
+    self.spec = base.EnvSpec(obs={"vector": base.ArraySpec((dim,), "float32")}, act=act)
+    self._was_last = np.zeros(num_envs, bool)
+
+  def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+    """Our actions (int [N], or float [N, A] in [-1, 1]) -> envpool's (the task's bounds)."""
+    if self._discrete:
+      return np.asarray(actions, np.int32)
+    unit = (np.clip(np.asarray(actions, np.float32), -1, 1) + 1) / 2
+    return self._low + unit * (self._high - self._low)
+
+  def reset(self) -> base.Step:
+    """Starts every episode: 'vector' float32 [N, D], is_first all True."""
+    obs, _ = self._env.reset()
+    self._was_last = np.zeros(self.num_envs, bool)
+    return {"vector": obs.astype(np.float32), **base.first_step_flags(self.num_envs)}
+
+  def step(self, actions: np.ndarray) -> base.Step:
+    """One step of every env (envpool auto-resets the envs that ended on the last step)."""
+    obs, reward, terminated, truncated, _ = self._env.step(self._env_actions(actions))
+    flags = base.auto_reset_flags(self._was_last, reward, terminated | truncated, terminated)
+    self._was_last = flags["is_last"]
+    return {"vector": obs.astype(np.float32), **flags}
+
+  def close(self) -> None:
+    self._env.close()
