@@ -30,7 +30,7 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from wm_jax.errors import UnknownNameError, UserError
 from wm_jax.eval import aggregate, plots, published, runs as runs_lib, scores, tables
@@ -125,8 +125,8 @@ def score_runs(runs: list, mode: str, window: int) -> tuple[list[Entry], list[st
   return entries, warnings
 
 
-def score_matrix(per_game: dict[str, list[float]], label: str,
-                 warnings: list[str]) -> np.ndarray:
+def score_matrix(per_game: dict[str, list[float]], label: str, warnings: list[str],
+                 fix: str = "Rerun the sweep to finish the missing seeds.") -> np.ndarray:
   """[runs, games] matrix (games in sorted order) from per-game score lists; with unequal
   run counts the first min-count runs of every game are used, and a warning says so."""
   games = sorted(per_game)
@@ -135,8 +135,7 @@ def score_matrix(per_game: dict[str, list[float]], label: str,
   if max(counts.values()) != k:
     fewest = ", ".join(f"{g}: {n}" for g, n in counts.items() if n == k)
     warnings.append(f"{label}: games have {k} to {max(counts.values())} runs ({fewest}); the "
-                    f"aggregates use {k} run(s) per game, the per-game table uses all. Rerun the "
-                    f"sweep to finish the missing seeds.")
+                    f"aggregates use {k} run(s) per game, the per-game table uses all. {fix}")
   return np.stack([np.asarray(per_game[g][:k]) for g in games], axis=1)
 
 
@@ -208,7 +207,8 @@ def aggregate_matrices(ctx: Context, warnings: list[str]) -> dict[str, np.ndarra
                         f"this report; its aggregates are over its own games.")
   for method in ctx.compare:
     matrices[method + PUBLISHED_SUFFIX] = score_matrix(
-        published_normalized(method, ctx.compare_games), method, warnings)
+        published_normalized(method, ctx.compare_games), method, warnings,
+        fix="The authors released unequal run counts per game.")
   return matrices
 
 
@@ -407,6 +407,7 @@ def run_report(runs_root: str, out: str, compare: list[str], warnings: list[str]
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)   # rliable logs every bootstrap at INFO
   warnings = []
   try:
     report = run_report(FLAGS.runs, FLAGS.out, FLAGS.compare, warnings, FLAGS.scoring,

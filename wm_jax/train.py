@@ -181,7 +181,8 @@ def train(config, workdir: str, progress: bool = True) -> dict:
   run, seed = config.run, config.seed
   env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
                  **config.env.protocol)
-  eval_env = make_env(config.env.suite, config.env.task, config.env.eval_envs, seed + 10_000,
+  eval_env = make_env(config.env.suite, config.env.task,
+                      min(config.env.eval_envs, run.eval_episodes), seed + 10_000,
                       eval_mode=True, **config.env.protocol)
   card = {**protocol_card(env), "method": config.method, "variant": config.variant,
           "frames_per_step": env.frames_per_step}

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from wm_jax.eval.aggregate import METRIC_NAMES
 
@@ -51,6 +52,7 @@ def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[s
     for name, value in hlines.get(game, {}).items():
       ax.axhline(value, color=styles[name][0], ls=styles[name][1], lw=1.0, label=name)
     ax.set_title(game, fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.tick_params(labelsize=7)
     ax.xaxis.get_offset_text().set_fontsize(7)
   for ax in axes[len(games):]:
@@ -77,14 +79,15 @@ def aggregate_intervals(estimates: dict[str, dict[str, tuple]], xlabel: str) -> 
   for ax, metric in zip(axes, PLOTTED_METRICS):
     for row, label in enumerate(labels):
       point, low, high = estimates[label][metric]
-      ax.barh(row, high - low, left=low, height=0.6, color=colors[label], alpha=0.75)
+      ax.plot([low, high], [row, row], lw=12, solid_capstyle="butt", color=colors[label],
+              alpha=0.75)
       ax.plot(point, row, marker="|", markersize=14, mew=2, color="black")
     ax.set_title(METRIC_NAMES[metric], fontsize=10)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     ax.margins(x=0.08)
     ax.tick_params(axis="x", labelsize=8)
-  axes[0].invert_yaxis()
+  axes[0].set_ylim(len(labels) - 0.4, -0.6)   # first method on top
   fig.supxlabel(xlabel, fontsize=9)
   return fig
 
