@@ -7,7 +7,7 @@ update on a replay batch of batch_size x batch_length, DreamerV3's default 16 x 
 samples/s (= updates/s x B x T, the quantity DreamerV3's train ratio counts), imagination
 state-steps/s (policy + prior rollout of imag_horizon steps from every B*T start, forward
 only), compile seconds of the update, and peak memory (device peak bytes where the backend
-reports them, else the process's peak RSS).
+reports them; on CPU the process's peak RSS so far, so later sizes include earlier ones).
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import dreamerv1, dreamerv2, dreamerv3
-from wm_jax.agents.dreamer import make_dreamer, validate
+from wm_jax.agents.dreamer import make_dreamer
+from wm_jax.train import validate
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError, UnknownNameError
 
@@ -104,7 +105,7 @@ def test_impossible_configs_fail_with_one_sentence():
     validate(config)
   config = dreamerv3.get_config("debug")
   config.run.batch_length = config.run.replay_capacity + 1
-  with pytest.raises(RunConfigError, match="longer than run.replay_capacity"):
+  with pytest.raises(RunConfigError, match="raise run.replay_capacity or lower run.batch_length"):
     validate(config)
   with pytest.raises(ValueError, match="use one of atari100k, dmc_proprio, dmc_vision, debug"):
     dreamerv3.get_config("atari")

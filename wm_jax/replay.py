@@ -59,15 +59,21 @@ class Replay(NamedTuple):
   can_sample: Callable
 
 
-def make_replay(spec: EnvSpec, num_envs: int, capacity: int, batch_size: int,
-                batch_length: int) -> Replay:
-  """Builds the buffer for N envs holding `capacity` steps, sampling [batch_size, batch_length]."""
+def check_fits(capacity: int, num_envs: int, batch_length: int) -> None:
+  """One sentence when a buffer of `capacity` steps over N env rows cannot hold one sequence."""
   steps_per_env = capacity // num_envs
   if steps_per_env < batch_length:
     raise RunConfigError(
         f"run.replay_capacity={capacity} over {num_envs} envs keeps {steps_per_env} steps per "
         f"env, fewer than run.batch_length={batch_length}: raise run.replay_capacity or lower "
         f"run.batch_length.")
+
+
+def make_replay(spec: EnvSpec, num_envs: int, capacity: int, batch_size: int,
+                batch_length: int) -> Replay:
+  """Builds the buffer for N envs holding `capacity` steps, sampling [batch_size, batch_length]."""
+  check_fits(capacity, num_envs, batch_length)
+  steps_per_env = capacity // num_envs
   buffer = flashbax.make_trajectory_buffer(
       add_batch_size=num_envs, sample_batch_size=batch_size,
       sample_sequence_length=batch_length, period=1,

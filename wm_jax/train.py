@@ -27,12 +27,12 @@ from tqdm import tqdm
 
 from experiments.configs.common import RESUMABLE_FIELDS
 from wm_jax import parallel
-from wm_jax.agents import make_agent
+from wm_jax.agents import check_agent_config, make_agent
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.envs import make_env, protocol_card
 from wm_jax.errors import NonFiniteLossError, RunConfigError
 from wm_jax.logger import RunLogger, trim_jsonl
-from wm_jax.replay import make_replay, replay_nbytes, to_stored
+from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,7 +87,7 @@ def prepare_workdir(workdir: str, config) -> bool:
 
 
 def validate(config) -> None:
-  """Rejects impossible run schedules at start-up with one sentence."""
+  """Rejects an impossible run config at start-up (before any env starts) with one sentence."""
   run = config.run
   for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_episodes"):
     if run[name] <= 0:
@@ -96,6 +96,11 @@ def validate(config) -> None:
     raise RunConfigError("env.num_envs and env.eval_envs must be positive.")
   if run.train_ratio < 0:
     raise RunConfigError(f"run.train_ratio={run.train_ratio} must be >= 0.")
+  if run.train_ratio > 0:
+    if run.batch_length < 2:
+      raise RunConfigError(f"run.batch_length={run.batch_length} must be at least 2.")
+    check_fits(run.replay_capacity, config.env.num_envs, run.batch_length)
+  check_agent_config(config.method, config.agent)
 
 
 # ---------------------------------------------------------------------------------------------

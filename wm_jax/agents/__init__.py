@@ -16,8 +16,21 @@ BUILDERS = {
 }
 
 
-def make_agent(method: str, agent_config, spec: EnvSpec) -> Agent:
-  """Builds the Agent of `method` for an env with `spec`."""
+def _module_and_builder(method: str):
   check_name("method", method, list(BUILDERS))
   module, builder = BUILDERS[method].split(":")
-  return getattr(importlib.import_module(module), builder)(agent_config, spec)
+  return importlib.import_module(module), builder
+
+
+def make_agent(method: str, agent_config, spec: EnvSpec) -> Agent:
+  """Builds the Agent of `method` for an env with `spec`."""
+  module, builder = _module_and_builder(method)
+  return getattr(module, builder)(agent_config, spec)
+
+
+def check_agent_config(method: str, agent_config) -> None:
+  """Runs the method's start-up checks (its module's `check_agent_config`, if it has one)."""
+  module, _ = _module_and_builder(method)
+  check = getattr(module, "check_agent_config", None)
+  if check is not None:
+    check(agent_config)

@@ -80,16 +80,9 @@ def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.Con
   return resolved
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Rejects an impossible Dreamer run config (full config: env, run, agent) at start-up with one sentence."""
-  run = config.run
-  if run.batch_length > run.replay_capacity:
-    raise RunConfigError(f"run.batch_length={run.batch_length} is longer than "
-                         f"run.replay_capacity={run.replay_capacity}: lower the sequence "
-                         f"length or raise the capacity.")
-  if run.batch_length < 2:
-    raise RunConfigError(f"run.batch_length={run.batch_length} must be at least 2.")
-  resolve_agent_config(config.agent)
+def check_agent_config(agent: ml_collections.ConfigDict) -> None:
+  """Start-up check called by wm_jax.train.validate: one sentence on an impossible agent config."""
+  resolve_agent_config(agent)
 
 
 def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
