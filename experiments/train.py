@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from wm_jax import parallel
@@ -37,6 +37,8 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:   # orbax logs every save at INFO; --verbosity=0 shows it
+    logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
   try:
     counters = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
