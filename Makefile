@@ -39,7 +39,7 @@ test-all: install
 	$(BIN)/python -m pytest -q --timeout=3600
 
 # Default job: a short random-agent sweep over the 26 Atari-100k games (5k agent steps, 8 eval
-# episodes each; about 7 minutes on 2 cores), then the HNS table beside published methods.
+# episodes each; about 4 minutes on 2 cores), then the HNS table beside published methods.
 BENCH_DIR ?= runs/bench
 bench: install
 	$(BIN)/python -m experiments.sweep --config=experiments/configs/random.py:atari100k \
