@@ -17,74 +17,36 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import tempfile
-import threading
 import time
 
-import numpy as np
 from absl import app, flags
 
+from benchmarks.learning import apply_budget, define_budget_flags, eval_curve, stop_after
 from wm_jax.train import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("method", "dreamerv3", ["dreamerv1", "dreamerv2", "dreamerv3"],
                   "config file experiments/configs/<method>.py (its debug variant)")
-flags.DEFINE_string("size", "debug", "agent.size (debug, XS, S, ...)")
-flags.DEFINE_integer("steps", 50_000, "env steps")
-flags.DEFINE_float("train_ratio", 64.0, "replayed steps per env step")
-flags.DEFINE_integer("batch_size", 16, "replay batch size")
-flags.DEFINE_integer("batch_length", 64, "replay sequence length")
-flags.DEFINE_integer("num_envs", 4, "training envs")
-flags.DEFINE_integer("learning_starts", 2_000, "env steps collected before the first update")
-flags.DEFINE_float("model_lr", 3e-4, "world-model learning rate (paper: 1e-4)")
-flags.DEFINE_float("ac_lr", 1e-4, "actor and critic learning rate (paper: 3e-5)")
-flags.DEFINE_integer("eval_every", 2_500, "env steps between evaluations")
-flags.DEFINE_integer("eval_episodes", 4, "episodes per evaluation")
-flags.DEFINE_float("max_minutes", 0.0, "stop after this many minutes (0: no limit)")
-flags.DEFINE_integer("seed", 0, "seed")
-flags.DEFINE_string("workdir", "", "run directory (default: a fresh temporary one)")
+define_budget_flags(steps=50_000)
 
 
 def make_config():
   config = importlib.import_module(f"experiments.configs.{FLAGS.method}").get_config("debug")
-  config.seed = FLAGS.seed
-  config.env.update(suite="classic", task="CartPole-v1", num_envs=FLAGS.num_envs,
-                    eval_envs=FLAGS.eval_episodes, protocol={})
-  run = config.run
-  run.update(steps=FLAGS.steps, train_ratio=FLAGS.train_ratio, batch_size=FLAGS.batch_size,
-             batch_length=FLAGS.batch_length, replay_capacity=max(FLAGS.steps, 10_000),
-             learning_starts=FLAGS.learning_starts, eval_every=FLAGS.eval_every,
-             eval_episodes=FLAGS.eval_episodes, log_every=FLAGS.eval_every,
-             checkpoint_every=FLAGS.steps)
+  config.env.update(suite="classic", task="CartPole-v1", protocol={})
+  apply_budget(config)
+  config.run.replay_capacity = max(FLAGS.steps, 10_000)
   agent = config.agent
   if FLAGS.size != "debug":   # the debug variant leaves size fields unset: only the name
     agent.size = FLAGS.size    # and the paper's 32 x 32 latents change
     agent.rssm.stoch, agent.rssm.classes = 32, 32
-  agent.model_opt.lr = FLAGS.model_lr
-  agent.actor_opt.lr = agent.critic_opt.lr = FLAGS.ac_lr
   return config
-
-
-def eval_curve(workdir: str) -> list[dict]:
-  """[{agent_step, mean_return, episodes}] from the run's scores.jsonl eval lines."""
-  rounds: dict[int, list] = {}
-  with open(os.path.join(workdir, "scores.jsonl")) as f:
-    for line in f:
-      rec = json.loads(line)
-      if rec["kind"] == "eval":
-        rounds.setdefault(rec["agent_step"], []).append(rec["return"])
-  return [{"agent_step": s, "mean_return": round(float(np.mean(r)), 1), "episodes": len(r)}
-          for s, r in sorted(rounds.items())]
 
 
 def main(_):
   config = make_config()
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="dreamer_cartpole_")
-  if FLAGS.max_minutes:
-    timer = threading.Timer(FLAGS.max_minutes * 60, os.kill, (os.getpid(), signal.SIGTERM))
-    timer.daemon = True
-    timer.start()
+  stop_after(FLAGS.max_minutes)
   t0 = time.time()
   counters = train(config, workdir, progress=False)
   wall = time.time() - t0

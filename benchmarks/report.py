@@ -3,6 +3,7 @@
   python -m benchmarks.report --runs=DIR [--compare=IRIS,DIAMOND,...] --out=DIR
       [--scoring=eval|train] [--train_window=10000] [--reps=2000]
       [--include_unfinished] [--force_mixed_protocols]
+  python -m benchmarks.report --compare=IRIS,DreamerV3,... --out=DIR   (published methods only)
 
 Reads every run directory under --runs (as written by `experiments.train` / `experiments.sweep`),
 scores each run (final evaluation episodes by default, or training episodes of the last 10k
@@ -20,6 +21,8 @@ random/human table of wm_jax/eval/data; DMC: score / 1000) and writes to --out:
 Runs whose protocol cards differ are refused unless --force_mixed_protocols (then the report
 says so). Bad run directories (no scores, a torn last line, an unfinished run, a game outside
 the table) produce one warning each, naming the file and the fix; the rest is still reported.
+Two copies of one run (same method, game and seed) are scored once, with a warning. A --runs
+without any scored run is refused, with or without --compare.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def define_flags() -> None:
   """Defines the command-line flags (called by the entry point only, so importing this
   module for its functions registers no flags)."""
   flags.DEFINE_string("runs", None, "Directory holding run directories (searched "
-                      "recursively), e.g. the --workdir of a sweep.")
+                      "recursively), e.g. the --workdir of a sweep; leave it out to report "
+                      "the --compare methods only.")
   flags.DEFINE_string("out", None, "Output directory for the report files.")
   flags.DEFINE_list("compare", [], "Published methods to put beside the runs (Atari "
                     "only): " + ", ".join(published.methods()) + ".")
@@ -61,6 +65,12 @@ def define_flags() -> None:
 
 
 PUBLISHED_SUFFIX = " (published)"
+PUBLISHED_ONLY_HINT = "(for published methods only, leave --runs out and pass --compare)"
+SINGLE_VALUE_MARK = "†"
+SINGLE_VALUE_NOTE = (f"{SINGLE_VALUE_MARK} One value per game (a paper's per-game means, or a "
+                     f"single seed): the IQM is over these game values, not over runs x games, "
+                     f"and there is no CI, since the bootstrap resamples runs within each game; "
+                     f"the only spread is across games.")
 PROTOCOL_SHOWN = ("suite", "variant", "frames_per_step", "image_size", "frame_skip",
                   "sticky_prob", "noop_max", "life_loss_terminal", "max_episode_frames",
                   "action_repeat")
@@ -83,8 +93,12 @@ def load_runs(root: str, include_unfinished: bool) -> tuple[list, list[str]]:
   """All readable runs under `root` and the warnings about the others."""
   if not os.path.isdir(root):
     raise UserError(f"--runs={root} is not a directory; point it at a sweep's --workdir.")
+  paths = runs_lib.find_run_dirs(root)
+  if not paths:
+    raise UserError(f"--runs={root} holds no run directory (no {', '.join(runs_lib.RUN_FILES)} "
+                    f"under it); point it at a sweep's --workdir {PUBLISHED_ONLY_HINT}.")
   found, warnings = [], []
-  for path in runs_lib.find_run_dirs(root):
+  for path in paths:
     run, run_warnings = runs_lib.load_run(path, include_unfinished)
     warnings += run_warnings
     if run is not None:
@@ -123,6 +137,21 @@ def score_runs(runs: list, mode: str, window: int) -> tuple[list[Entry], list[st
     entries.append(Entry(labels[run.path], run.suite, game, run.seed, raw, norm, episodes,
                          run.path))
   return entries, warnings
+
+
+def drop_duplicate_runs(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+  """One entry per (method label, suite, game, seed), the first by sorted path, and a warning
+  naming both paths for every copy left out (e.g. a run directory copied twice)."""
+  kept, warnings = {}, []
+  for e in sorted(entries, key=lambda e: e.path):
+    key = (e.label, e.suite, e.game, e.seed)
+    if key in kept:
+      warnings.append(f"{e.path} repeats {kept[key].path} (both {e.label} on {e.game} with seed "
+                      f"{e.seed}); only the first is scored. Delete the copy, or give a "
+                      f"different run its own seed.")
+    else:
+      kept[key] = e
+  return list(kept.values()), warnings
 
 
 def score_matrix(per_game: dict[str, list[float]], label: str, warnings: list[str],
@@ -176,14 +205,10 @@ class Context:
 
 def make_context(entries: list[Entry], compare: list[str], mode: str,
                  warnings: list[str]) -> Context:
-  """Groups the entries and resolves the published methods to compare with."""
+  """Groups the entries and keeps the published methods to compare with (file spellings, as
+  run_report resolves them) when the runs are Atari runs."""
   norm_names = {scores.normalizer(e.suite)[0] for e in entries if e.norm is not None}
   atari = all(e.suite == scores.ATARI_SUITE for e in entries)
-  resolved = {name: published.canonical_method(name) for name in compare}
-  for name in [n for n, m in resolved.items() if m is None]:
-    warnings.append(f"--compare={name}: no per-game data of {name} is shipped yet (see "
-                    f"wm_jax/eval/data/README.md); it is left out of the comparison.")
-  compare = [m for m in resolved.values() if m is not None]
   if compare and not atari:
     warnings.append("Published results exist for Atari-100k only; --compare is ignored for "
                     "these non-Atari runs.")
@@ -212,13 +237,24 @@ def aggregate_matrices(ctx: Context, warnings: list[str]) -> dict[str, np.ndarra
   return matrices
 
 
-def header_lines(ctx: Context, runs: list, runs_root: str, n_warnings: int, reps: int,
+def _missing_sentence(method: str, games: list[str]) -> str:
+  """' No value for ...: its aggregates are over its other N games.' for a published method
+  lacking some of `games`, else ''."""
+  missing = [g for g in games if g in published.missing_games(method)]
+  if not missing:
+    return ""
+  return (f" No value for {', '.join(missing)}: its aggregates are over its other "
+          f"{len(games) - len(missing)} games.")
+
+
+def header_lines(ctx: Context, runs: list, runs_root: str | None, n_warnings: int, reps: int,
                  window: int, mixed: str | None) -> list[str]:
   """The report's preamble: what was scored, under which protocol, and how."""
+  scored = (f"`{runs_root}`: {len(ctx.entries)} runs scored over "
+            f"{len({e.game for e in ctx.entries})} games" if runs_root
+            else "none (--runs left out): published methods only")
   md = ["# Benchmark report\n",
-        f"- Runs: `{runs_root}`: {len(ctx.entries)} runs scored over "
-        f"{len({e.game for e in ctx.entries})} games, {n_warnings} warning(s) (listed at the "
-        f"end)."]
+        f"- Runs: {scored}, {n_warnings} warning(s) (listed at the end)."]
   if runs:
     card = runs[0].card
     shown = ", ".join(f"{k}={card[k]}" for k in PROTOCOL_SHOWN if k in card)
@@ -238,7 +274,8 @@ def header_lines(ctx: Context, runs: list, runs_root: str, n_warnings: int, reps
   if ctx.compare:
     md.append(f"- Published methods ({', '.join(ctx.compare)}) are scored on the same "
               f"{len(ctx.compare_games)} games from their released per-game data; sources:")
-    md += [f"  - {m}: {'; '.join(published.sources(m))}" for m in ctx.compare]
+    md += [f"  - {m}: {published.source_summary(m)}.{_missing_sentence(m, ctx.compare_games)}"
+           for m in ctx.compare]
   return md + [""]
 
 
@@ -275,15 +312,21 @@ def per_game_table(ctx: Context) -> tuple[list[str], list[list[str]], list[list]
   return headers, rows, csv_rows
 
 
+def aggregate_cell(metric: str, interval: tuple, single_valued: bool) -> str:
+  """One aggregate with its CI; the IQM of a method with one value per game carries
+  SINGLE_VALUE_MARK (SINGLE_VALUE_NOTE explains it)."""
+  cell = tables.format_interval(*interval, digits=0 if metric == "superhuman" else 3)
+  return f"{cell} {SINGLE_VALUE_MARK}" if single_valued and metric == "iqm" else cell
+
+
 def aggregate_table(estimates: dict, matrices: dict) -> tuple[list[str], list, list]:
   """(headers, rows, CSV rows) of the aggregates with their CIs."""
   headers = ["Method", "Runs x games"] + [aggregate.METRIC_NAMES[m] for m in aggregate.METRICS]
   rows, csv_rows = [], []
   for label, est in estimates.items():
     runs, games = matrices[label].shape
-    rows.append([label, f"{runs} x {games}"] + [
-        tables.format_interval(*est[m], digits=0 if m == "superhuman" else 3)
-        for m in aggregate.METRICS])
+    rows.append([label, f"{runs} x {games}"] + [aggregate_cell(m, est[m], runs == 1)
+                                                for m in aggregate.METRICS])
     origin = "published" if label.endswith(PUBLISHED_SUFFIX) else "this project"
     csv_rows += [[label, origin, runs, games, m, *est[m]] for m in aggregate.METRICS]
   return headers, rows, csv_rows
@@ -317,9 +360,10 @@ def build_report(runs: list, entries: list[Entry], warnings: list[str], compare:
 
   headers, rows, csv_rows = aggregate_table(estimates, matrices)
   if rows:
-    md += [f"\n## Aggregates ({ctx.norm_name}, 95% CIs)\n", tables.markdown(headers, rows)]
-    files["aggregates.tex"] = tables.latex(
-        headers, rows, f"Aggregate {ctx.norm_name} with 95% CIs ({mode} scoring).")
+    notes = [SINGLE_VALUE_NOTE] if any(m.shape[0] == 1 for m in matrices.values()) else []
+    md += [f"\n## Aggregates ({ctx.norm_name}, 95% CIs)\n", tables.markdown(headers, rows)] + notes
+    files["aggregates.tex"] = tables.latex(headers, rows, " ".join(
+        [f"Aggregate {ctx.norm_name} with 95% CIs ({mode} scoring)."] + notes))
   files["aggregates.csv"] = tables.csv_text(
       ["method", "origin", "runs", "games", "metric", "value", "ci_low", "ci_high"], csv_rows)
   paper_rows = paper_aggregate_rows(ctx.compare)
@@ -338,7 +382,7 @@ def build_report(runs: list, entries: list[Entry], warnings: list[str], compare:
     files["aggregates.png"] = plots.aggregate_intervals(estimates, f"{ctx.norm_name} (95% CI)")
     flat = np.concatenate([m.ravel() for m in matrices.values()])
     taus = np.linspace(0.0, max(2.0, float(np.quantile(flat, 0.95))), 101)
-    profiles, cis = aggregate.performance_profiles(matrices, taus, seed=seed)
+    profiles, cis = aggregate.performance_profiles(matrices, taus, reps=reps, seed=seed)
     files["profiles.png"] = plots.performance_profiles(taus, profiles, cis,
                                                        rf"{ctx.norm_name} $\tau$")
   md += ["\n## Figures\n"] + [f"- `{name}`" for name in sorted(files) if name.endswith(".png")]
@@ -364,11 +408,12 @@ def _curves_figure(runs, entries, compare):
   reference = scores.atari_reference()
   for game in curves:
     if game in reference:
-      hlines[game].update(random=reference[game][0], human=reference[game][1])
+      hlines[game].update({plots.RANDOM_REFERENCE: reference[game][0],
+                           plots.HUMAN_REFERENCE: reference[game][1]})
     for method in compare:
       if game in published_raw[method]:
         hlines[game][method] = float(published_raw[method][game].mean())
-  return plots.learning_curves(curves, hlines)
+  return plots.learning_curves(curves, hlines, xlabel="env frames", ylabel="raw return")
 
 
 def write_outputs(out: str, report: str, files: dict) -> None:
@@ -385,20 +430,34 @@ def write_outputs(out: str, report: str, files: dict) -> None:
       content.savefig(path, dpi=110)
 
 
-def run_report(runs_root: str, out: str, compare: list[str], warnings: list[str],
-               mode: str = "eval", window: int = 10_000, reps: int = 2000, seed: int = 0,
-               include_unfinished: bool = False, force_mixed: bool = False) -> str:
-  """Builds and writes the report; returns its Markdown. Appends warnings to `warnings` (also
-  when it raises UserError)."""
+def scored_runs(runs_root: str, mode: str, window: int, include_unfinished: bool,
+                force_mixed: bool, warnings: list[str]) -> tuple[list, list[Entry], str | None]:
+  """(runs, their entries without duplicate copies, mixed-protocol description) of the run
+  directories under `runs_root`; UserError when none can be scored."""
   runs, load_warnings = load_runs(runs_root, include_unfinished)
   warnings += load_warnings
   mixed = runs_lib.check_protocols(runs, force_mixed)
   entries, score_warnings = score_runs(runs, mode, window)
-  warnings += score_warnings
-  if not entries and not compare:
+  entries, duplicate_warnings = drop_duplicate_runs(entries)
+  warnings += score_warnings + duplicate_warnings
+  if not entries:
     raise UserError(f"No run under {runs_root} could be scored (see the warnings above); "
-                    f"finish or resume the runs with the sweep, or pass --compare to report "
-                    f"published methods only.")
+                    f"finish or resume the runs with the sweep {PUBLISHED_ONLY_HINT}.")
+  return runs, entries, mixed
+
+
+def run_report(runs_root: str | None, out: str, compare: list[str], warnings: list[str],
+               mode: str = "eval", window: int = 10_000, reps: int = 2000, seed: int = 0,
+               include_unfinished: bool = False, force_mixed: bool = False) -> str:
+  """Builds and writes the report of the runs under `runs_root` (None: of the `compare`
+  methods only); returns its Markdown. Appends warnings to `warnings` (also when it raises
+  UserError)."""
+  if runs_root is None and not compare:
+    raise UserError("Nothing to report: pass --runs=DIR (a sweep's --workdir), --compare=METHODS "
+                    "(published methods), or both.")
+  compare = list(dict.fromkeys(published.canonical_method(name) for name in compare))
+  runs, entries, mixed = ([], [], None) if runs_root is None else scored_runs(
+      runs_root, mode, window, include_unfinished, force_mixed, warnings)
   report, files = build_report(runs, entries, warnings, compare, mode, window, reps, seed,
                                mixed, runs_root)
   write_outputs(out, report, files)
@@ -425,5 +484,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  flags.mark_flags_as_required(["runs", "out"])
+  flags.mark_flags_as_required(["out"])
   app.run(main)

@@ -55,6 +55,8 @@ import time
 
 from absl import app, flags
 
+from experiments.config_files import check_config_file
+from wm_jax.envs import check_task
 from wm_jax.errors import UserError
 from wm_jax.eval import scores
 
@@ -126,10 +128,8 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def load_method_config(spec: str):
   """(method name, suite) of `path.py:variant`, loading the config like experiments.train."""
+  check_config_file(spec)
   path, _, variant = spec.partition(":")
-  if not os.path.isfile(path):
-    raise UserError(f"--config={spec}: {path} does not exist; use "
-                    f"experiments/configs/<method>.py:<variant>.")
   module_spec = importlib.util.spec_from_file_location("sweep_config", path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
@@ -138,7 +138,8 @@ def load_method_config(spec: str):
 
 
 def expand_games(games: str, suite: str) -> list[str]:
-  """Game names of --games for one method: a preset or a list (Atari names checked)."""
+  """Game names of --games for one method: a preset or a list, every name checked against
+  the suite (Atari: the 26 Atari-100k games) before any run starts."""
   if games in GAME_PRESETS:
     if suite != scores.ATARI_SUITE:
       raise UserError(f"--games={games} is an Atari preset but this config runs suite "
@@ -147,7 +148,11 @@ def expand_games(games: str, suite: str) -> list[str]:
   names = [g.strip() for g in games.split(",") if g.strip()]
   if not names:
     raise UserError("--games is empty; give 'atari100k' or a comma-separated list.")
-  return [scores.canonical_game(g) for g in names] if suite == scores.ATARI_SUITE else names
+  if suite == scores.ATARI_SUITE:
+    return [scores.canonical_game(g) for g in names]
+  for name in names:
+    check_task(suite, name)
+  return names
 
 
 def make_jobs(config_specs: list[str], games: str, seeds: int, workdir: str,

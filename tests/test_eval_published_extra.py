@@ -1,5 +1,5 @@
-"""BBF's released per-seed Atari-100k scores against the aggregates its paper states; DreamerV3
-still unshipped (wm_jax/eval/data/README.md says why)."""
+"""BBF's released per-seed Atari-100k scores against the aggregates its paper states; the
+one-line summary of a method's sources."""
 
 import csv
 import re
@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from benchmarks import report
-from wm_jax.errors import UnknownNameError
 from wm_jax.eval import aggregate, published, scores
 
 REPS = 200
@@ -59,10 +58,8 @@ def test_bbf_per_game_data_reproduces_the_stated_mean_not_the_median():
 
 
 def test_published_only_report_of_bbf(tmp_path):
-  (tmp_path / "empty").mkdir()
   warnings = []
-  md = report.run_report(str(tmp_path / "empty"), str(tmp_path / "out"), ["bbf"], warnings,
-                         reps=REPS)
+  md = report.run_report(None, str(tmp_path / "out"), ["bbf"], warnings, reps=REPS)
   with open(tmp_path / "out" / "aggregates.csv") as f:
     agg = {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
   row = agg["BBF (published)", "mean"]
@@ -72,10 +69,20 @@ def test_published_only_report_of_bbf(tmp_path):
   assert round(float(agg["BBF (published)", "median"]["value"]), 3) == 0.879
   assert len(warnings) == 1 and "BBF: games have 52 to 60 runs" in warnings[0]
   assert "RR8_BBF.csv" in md and "paperswithcode.com" in md
+  # One short line for the 1508 per-seed sources (they used to fill a 345,000-character line).
+  with open(tmp_path / "out" / "report.md") as f:
+    lines = f.read().splitlines()
+  assert max(map(len, lines)) < 1000
+  (line,) = [l for l in lines if l.startswith("  - BBF: ")]
+  assert line == ("  - BBF: 1508 rows from 1508 distinct sources: Schwarzer et al. 2023 (ICML) BBF; "
+                  "score (column GameScoreAverage: one row per run and no per-iteration rows) of "
+                  "the run with seed … in google-research/google-research "
+                  "bigger_better_faster/scores/RR8_BBF.csv (commit 5e78683).")
 
 
-def test_dreamerv3_is_still_not_shipped():
-  assert published.canonical_method("DreamerV3") is None
-  assert "DreamerV3" not in published.methods()
-  with pytest.raises(UnknownNameError, match="No per-game data of DreamerV3"):
-    published.scores("DreamerV3")
+def test_source_summary_counts_few_sources_and_elides_many():
+  assert published.summarize_sources(["a b", "c", "a b"]) == "2 × a b; 1 × c"
+  many = [f"paper; run {seed} in file.csv" for seed in (10, 11, 12, 20)]
+  assert published.summarize_sources(many + many[:1]) == (
+      "5 rows from 4 distinct sources: paper; run … in file.csv")
+  assert published.source_summary("EfficientZero").startswith("26 × Ye et al. 2021")

@@ -10,7 +10,7 @@ import pytest
 from experiments.configs import dreamerv1, dreamerv2, dreamerv3
 from wm_jax.agents.dreamer import resolve_agent_config
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
-from wm_jax.models.rssm import feat_of, make_world_model
+from wm_jax.models.rssm import clip_action, feat_of, make_world_model
 
 VEC = EnvSpec(obs={"vector": ArraySpec((5,), "float32")}, act=ActionSpec(True, num_actions=3))
 IMG = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")}, act=ActionSpec(False, dim=2))
@@ -162,3 +162,36 @@ def test_world_model_loss_decreases_on_a_fixed_batch():
     params, opt_state, loss = step(params, opt_state, jax.random.key(i))
     first = float(loss) if first is None else first
   assert float(loss) < 0.7 * first, (first, float(loss))
+
+
+def test_clip_action_scales_into_range_with_a_stop_gradient_scale():
+  a = jnp.array([[-3.0, 0.5], [2.0, -1.0]])
+  np.testing.assert_allclose(clip_action(a, 1.0), [[-1.0, 0.5], [1.0, -1.0]])
+  # d/da [a * sg(1 / max(1, |a|))] = 1 / max(1, |a|): the gradient passes, scaled.
+  grad = jax.grad(lambda x: jnp.sum(clip_action(x, 1.0)))(a)
+  np.testing.assert_allclose(grad, [[1 / 3, 1.0], [0.5, 1.0]], rtol=1e-6)
+  np.testing.assert_array_equal(clip_action(a, 0.0), a)
+
+
+@pytest.mark.parametrize("clip,same", [(1.0, True), (0.0, False)])
+def test_imagined_actions_reach_the_rssm_clipped_to_one(clip, same):
+  spec = EnvSpec(obs={"vector": ArraySpec((5,), "float32")}, act=ActionSpec(False, dim=2))
+  wm, params = make(spec=spec, **{"rssm.action_clip": clip})
+  start = wm.initial(params, 3)
+  big = wm.img_step(params, start, jnp.full((3, 2), 4.0), jax.random.key(1))
+  edge = wm.img_step(params, start, jnp.ones((3, 2)), jax.random.key(1))
+  assert np.allclose(big["deter"], edge["deter"]) == same
+
+
+@pytest.mark.parametrize("imagine", ["mode", "prob"])
+def test_imagined_continuation_is_the_mode_or_the_probability(imagine):
+  wm, params = make(**{"cont_head.imagine": imagine})
+  feat = jax.random.normal(jax.random.key(0), (64, wm.feat_size)) * 3
+  cont = np.asarray(wm.cont(params, feat))
+  logit = wm.net.apply(params, feat, method=type(wm.net).cont_logit)
+  prob = np.asarray(jax.nn.sigmoid(logit))
+  if imagine == "mode":   # 2023 code: Bernoulli mode, 1 where p > 0.5
+    np.testing.assert_array_equal(cont, (prob > 0.5).astype(np.float32))
+  else:
+    np.testing.assert_allclose(cont, prob, rtol=1e-6)
+  assert 0 < np.mean(prob > 0.5) < 1   # both outcomes occur, so the two kinds differ

@@ -84,6 +84,21 @@ def test_user_errors_are_one_sentence(tmp_path):
     sweep.split_passthrough(["sweep", "--config.seed", "3"])
 
 
+@pytest.mark.parametrize("config, expected", [
+    (RANDOM_CONFIG, "error: Game 'Tetris' is not one of the 26 Atari-100k games (did you mean "
+                    "'Asterix'?)"),
+    ("experiments/configs/random.py:debug", "error: Unknown classic-control task 'Pong': "
+                                            "choose one of Acrobot-v1, CartPole-v0"),
+])
+def test_games_outside_the_suite_are_refused_before_any_run(tmp_path, config, expected):
+  out = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", f"--config={config}", "--games=Pong,Tetris",
+       f"--workdir={tmp_path / 'runs'}", "--dry_run"],
+      capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 1 and out.stdout == "" and "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(expected)
+
+
 def test_local_pool_runs_skips_retries_and_reports(stub, tmp_path):
   env, state = stub
   workdir = tmp_path / "runs"

@@ -23,15 +23,15 @@ from wm_jax.train import train
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cmd(workdir, *overrides, variant="debug"):
+def _cmd(workdir, *overrides, variant="debug", method="random"):
   return [sys.executable, "-m", "experiments.train",
-          f"--config=experiments/configs/random.py:{variant}", f"--workdir={workdir}",
+          f"--config=experiments/configs/{method}.py:{variant}", f"--workdir={workdir}",
           "--noprogress", *overrides]
 
 
-def _run(workdir, *overrides, variant="debug", check=True):
-  out = subprocess.run(_cmd(workdir, *overrides, variant=variant), cwd=ROOT,
-                       capture_output=True, text=True, timeout=300)
+def _run(workdir, *overrides, variant="debug", method="random", env=None, check=True):
+  out = subprocess.run(_cmd(workdir, *overrides, variant=variant, method=method), cwd=ROOT,
+                       capture_output=True, text=True, timeout=300, env=env)
   if check:
     assert out.returncode == 0, out.stderr[-3000:]
   return out
@@ -138,6 +138,20 @@ def test_resuming_with_a_different_config_is_refused_and_keeps_the_run(tmp_path)
   assert open(wd / "config.json").read() == saved
 
 
+def test_resuming_with_an_edited_protocol_card_is_refused_and_keeps_the_run(tmp_path):
+  wd = tmp_path / "run"
+  _run(wd, "--config.run.steps=400")
+  saved_config = open(wd / "config.json").read()
+  edited = json.dumps({**json.load(open(wd / "protocol.json")), "time_limit": 1000})
+  (wd / "protocol.json").write_text(edited)
+  line = _error_line(_run(wd, "--config.run.steps=800", check=False))
+  assert line == (f"error: {wd} holds a run with a different protocol card (time_limit: saved "
+                  f"1000, given 500); restore its protocol.json to resume it, or choose a new "
+                  f"--workdir.")
+  assert (wd / "protocol.json").read_text() == edited
+  assert open(wd / "config.json").read() == saved_config   # run.steps=800 not written either
+
+
 def test_corrupt_checkpoint_is_refused_and_not_overwritten(tmp_path):
   wd = tmp_path / "run"
   _run(wd, "--config.run.steps=1000", "--config.run.checkpoint_every=500")
@@ -161,6 +175,37 @@ def test_corrupt_checkpoint_is_refused_and_not_overwritten(tmp_path):
 def test_bad_input_gives_one_sentence(tmp_path, args, expected):
   line = _error_line(_run(tmp_path / "run", *args, check=False))
   assert line.startswith("error: ") and expected in line
+  assert not (tmp_path / "run").exists()   # refused before the workdir is written
+
+
+@pytest.mark.parametrize("suffix, expected", [
+    ("", " is a file, not a directory: choose a directory path."),
+    ("/run", "/run cannot be created (Not a directory): choose another path."),
+])
+def test_workdir_that_is_a_file_gives_one_sentence(tmp_path, suffix, expected):
+  path = tmp_path / "file"
+  path.write_text("kept")
+  line = _error_line(_run(f"{path}{suffix}", check=False))
+  assert line == f"error: --workdir {path}{expected}"
+  assert path.read_text() == "kept"
+
+
+@pytest.mark.parametrize("overrides", [[], ["--config.seed=3"]])
+def test_missing_config_file_names_the_existing_configs(tmp_path, overrides):
+  line = _error_line(_run(tmp_path / "run", *overrides, method="nope", check=False))
+  assert line == ("error: --config=experiments/configs/nope.py:debug: experiments/configs/"
+                  "nope.py does not exist; the method configs are dreamerv1.py, dreamerv2.py, "
+                  "dreamerv3.py, random.py in experiments/configs/ (use --config=experiments/"
+                  "configs/<method>.py:<variant>).")
+
+
+def test_batch_size_that_does_not_split_over_the_devices_is_refused_at_start_up(tmp_path):
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  out = _run(tmp_path / "run", "--config.run.train_ratio=1", "--config.run.batch_size=12",
+             env=env, check=False)
+  assert _error_line(out) == ("error: run.batch_size=12 does not split over 8 devices: use a "
+                              "multiple of 8.")
+  assert not (tmp_path / "run").exists()   # refused before the workdir and the envs
 
 
 def test_unknown_variant_names_the_valid_ones(tmp_path):

@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from wm_jax.errors import RunConfigError
+
 
 def maybe_initialize_distributed() -> None:
   """Starts multi-host JAX when a coordinator is configured (TPU pods, SLURM, ...)."""
@@ -30,8 +32,8 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
   """One sentence if the global batch cannot be split evenly over the devices."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(f"run.batch_size={batch_size} does not split over {n} devices: use a "
-                     f"multiple of {n}.")
+    raise RunConfigError(f"run.batch_size={batch_size} does not split over {n} devices: use "
+                         f"a multiple of {n}.")
 
 
 def replicate(tree, mesh: Mesh):

@@ -8,8 +8,10 @@ step, i.e. N * train_ratio / (batch_size * batch_length) updates per loop iterat
 
 Run directory (see README): config.json, protocol.json, metrics.jsonl, scores.jsonl, tb/,
 checkpoints/, done.json. Rerunning the same command resumes from the last checkpoint; SIGTERM
-saves and exits; a config that differs from the saved one (outside `RESUMABLE_FIELDS`) and an
-unreadable checkpoint are refused with one sentence and leave the run untouched.
+saves and exits; a config or protocol card that differs from the saved one (outside
+`RESUMABLE_FIELDS`) and an unreadable checkpoint are refused with one sentence and leave the
+run untouched. Update metrics stay on the device and are fetched every `run.metrics_every`
+updates (one host sync), so updates queue asynchronously on accelerators.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 # Run directory and config checks.
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten_dict(tree: dict, prefix: str = "") -> dict:
+  """{'a': {'b': 1}} -> {'a.b': 1}: a nested config dict keyed by dotted paths."""
   out = {}
   for key, value in tree.items():
     if isinstance(value, dict):
-      out.update(_flatten(value, f"{prefix}{key}."))
+      out.update(flatten_dict(value, f"{prefix}{key}."))
     else:
       out[f"{prefix}{key}"] = value
   return out
@@ -51,45 +54,59 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def config_differences(saved: dict, given: dict) -> list[str]:
   """Fields (dotted paths) whose values differ, ignoring those a resume may change."""
-  a, b = _flatten(saved), _flatten(given)
+  a, b = flatten_dict(saved), flatten_dict(given)
   return sorted(k for k in set(a) | set(b)
                 if k not in RESUMABLE_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
-def prepare_workdir(workdir: str, config) -> bool:
-  """Writes config.json into a new workdir; for an existing one checks it matches.
+def prepare_workdir(workdir: str, config, card: dict) -> bool:
+  """Writes config.json and protocol.json (`card`) into a new workdir; for an existing one
+  first checks that both match, so a refused resume leaves the run untouched.
 
   Returns True when the workdir already holds this run (resume).
   """
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
-  given = json.loads(config.to_json_best_effort())
-  if not os.path.exists(path):
-    with open(path, "w") as f:
-      json.dump(given, f, indent=2, sort_keys=True)
-    return False
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise RunConfigError(f"--workdir {workdir} is a file, not a directory: choose a directory "
+                         f"path.")
   try:
-    with open(path) as f:
-      saved = json.load(f)
-  except ValueError:
-    raise RunConfigError(f"{path} is not valid JSON; restore it or use a new --workdir.") from None
-  diffs = config_differences(saved, given)
-  if diffs:
-    flat_saved, flat_given = _flatten(saved), _flatten(given)
-    shown = "; ".join(f"{k}: saved {flat_saved.get(k, '<absent>')!r}, given "
-                      f"{flat_given.get(k, '<absent>')!r}" for k in diffs[:3])
-    raise RunConfigError(
-        f"{workdir} holds a run with a different config ({shown}); rerun with the saved "
-        f"config to resume it, or choose a new --workdir.")
-  with open(path, "w") as f:  # a resume may extend run.steps and the like
-    json.dump(given, f, indent=2, sort_keys=True)
-  return True
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:  # a file in the path, no permission, a read-only disk
+    raise RunConfigError(f"--workdir {workdir} cannot be created ({e.strerror}): choose "
+                         f"another path.") from None
+  files = {"config.json": (json.loads(config.to_json_best_effort()), "config",
+                           "rerun with the saved config to resume it"),
+           "protocol.json": (json.loads(json.dumps(card)), "protocol card",
+                             "restore its protocol.json to resume it")}
+  resumed = os.path.exists(os.path.join(workdir, "config.json"))
+  for name, (given, what, fix) in files.items():
+    path = os.path.join(workdir, name)
+    if not (resumed and os.path.exists(path)):
+      continue
+    try:
+      with open(path) as f:
+        saved = json.load(f)
+    except ValueError:
+      raise RunConfigError(f"{path} is not valid JSON; restore it or use a new "
+                           f"--workdir.") from None
+    diffs = config_differences(saved, given)
+    if diffs:
+      flat_saved, flat_given = flatten_dict(saved), flatten_dict(given)
+      shown = "; ".join(f"{k}: saved {flat_saved.get(k, '<absent>')!r}, given "
+                        f"{flat_given.get(k, '<absent>')!r}" for k in diffs[:3])
+      raise RunConfigError(
+          f"{workdir} holds a run with a different {what} ({shown}); {fix}, or choose a new "
+          f"--workdir.")
+  for name, (given, _, _) in files.items():  # a resume may extend run.steps and the like
+    with open(os.path.join(workdir, name), "w") as f:
+      json.dump(given, f, indent=2, sort_keys=True)
+  return resumed
 
 
 def validate(config) -> None:
   """Rejects an impossible run config at start-up (before any env starts) with one sentence."""
   run = config.run
-  for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_episodes"):
+  for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_episodes",
+               "metrics_every"):
     if run[name] <= 0:
       raise RunConfigError(f"run.{name}={run[name]} must be positive.")
   if config.env.num_envs <= 0 or config.env.eval_envs <= 0:
@@ -180,10 +197,16 @@ def _select(step: dict, keys) -> dict:
 
 
 def train(config, workdir: str, progress: bool = True) -> dict:
-  """Runs (or resumes) one training run in `workdir`; returns the final counters."""
+  """Runs (or resumes) one training run in `workdir`; returns the final counters.
+
+  Every check that can refuse the run (config, batch split over the devices, env names, a
+  resume against the saved config and protocol card) comes before the workdir is written.
+  """
   validate(config)
-  resumed = prepare_workdir(workdir, config)
   run, seed = config.run, config.seed
+  mesh = parallel.make_mesh()
+  if run.train_ratio > 0:
+    parallel.check_batch_divides(run.batch_size, mesh)
   env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
                  **config.env.protocol)
   eval_env = make_env(config.env.suite, config.env.task,
@@ -191,19 +214,16 @@ def train(config, workdir: str, progress: bool = True) -> dict:
                       eval_mode=True, **config.env.protocol)
   card = {**protocol_card(env), "method": config.method, "variant": config.variant,
           "frames_per_step": env.frames_per_step}
-  with open(os.path.join(workdir, "protocol.json"), "w") as f:
-    json.dump(card, f, indent=2, sort_keys=True)
+  resumed = prepare_workdir(workdir, config, card)
 
   agent = make_agent(config.method, config.agent, env.spec)
   learning = agent.update is not None and run.train_ratio > 0
-  mesh = parallel.make_mesh()
   key, init_key = jax.random.split(jax.random.PRNGKey(seed))
   state = parallel.replicate(agent.init(init_key), mesh)
 
   tree = {"agent": state, "key": key}
   replay = None
   if learning:
-    parallel.check_batch_divides(run.batch_size, mesh)
     replay = make_replay(env.spec, env.num_envs, run.replay_capacity, run.batch_size,
                          run.batch_length)
     print(f"replay: {run.replay_capacity:,} steps, "
@@ -259,8 +279,25 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
     update = parallel.data_parallel(agent.update, mesh)
 
   t_start, wall_before = time.time(), counters["wall_seconds"]
+  queued: list[dict] = []          # device metrics of updates not yet fetched
+  pending_metrics: list[dict] = []  # host metrics since the last log line
+  last_good = {"agent": tree["agent"]}  # agent state as of the last finite fetch
+
+  def fetch_metrics():
+    """One device sync for all queued updates' metrics; stops on a non-finite loss."""
+    for metrics in jax.device_get(queued):
+      _check_finite(metrics, counters["agent_step"], save_last_good, len(queued))
+      pending_metrics.append(metrics)
+    queued.clear()
+    last_good["agent"] = tree["agent"]
 
   def save():
+    fetch_metrics()   # a checkpoint only ever holds a state whose losses were checked
+    counters["wall_seconds"] = wall_before + time.time() - t_start
+    ckpt.save(counters["agent_step"], tree, counters)
+
+  def save_last_good():
+    tree["agent"] = last_good["agent"]
     counters["wall_seconds"] = wall_before + time.time() - t_start
     ckpt.save(counters["agent_step"], tree, counters)
 
@@ -268,7 +305,7 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
   step = env.reset()
   carry = agent.initial_carry(num_envs)
   prev_action = np.zeros((num_envs,) + spec.act.shape, spec.act.dtype)
-  pending_metrics: list[dict] = []
+  can_sample = False   # the replay only grows, so once it can sample it always can
   last_eval = float("nan")
   t_log, s_log = time.time(), counters["agent_step"]
   bar = tqdm(total=run.steps, initial=counters["agent_step"], unit="step", disable=not progress,
@@ -293,18 +330,21 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
 
     if replay is not None and now >= run.learning_starts:
       counters["update_credit"] += updates_per_iter
-      while counters["update_credit"] >= 1.0 and bool(replay.can_sample(tree["replay"])):
+      can_sample = can_sample or bool(replay.can_sample(tree["replay"]))
+      while counters["update_credit"] >= 1.0 and can_sample:
+        # Updates queue on the device; their metrics are fetched every run.metrics_every
+        # updates (the 2023 code's jax.metrics_every), not after each one.
         tree["key"], sample_key, update_key = jax.random.split(tree["key"], 3)
         batch = parallel.shard_batch(sample(tree["replay"], sample_key), mesh)
-        new_state, metrics = update(tree["agent"], batch, update_key)
-        metrics = jax.device_get(metrics)
-        _check_finite(metrics, now, save)
-        tree["agent"] = new_state
+        tree["agent"], metrics = update(tree["agent"], batch, update_key)
+        queued.append(metrics)
         counters["updates"] += 1
         counters["update_credit"] -= 1.0
-        pending_metrics.append(metrics)
+        if len(queued) >= run.metrics_every:
+          fetch_metrics()
 
     if _crossed(before, now, run.log_every) or now >= run.steps:
+      fetch_metrics()
       elapsed = time.time() - t_log
       values = {"steps_per_second": (now - s_log) / max(elapsed, 1e-9),
                 "updates": counters["updates"]}
@@ -339,12 +379,12 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
   return counters
 
 
-def _check_finite(metrics: dict, agent_step: int, save_last_good) -> None:
-  """Saves the last good state and stops when a loss term is NaN or inf."""
+def _check_finite(metrics: dict, agent_step: int, save_last_good, window: int) -> None:
+  """Saves the last good state and stops when a loss term is NaN or inf (found in a fetch of `window` updates)."""
   for name, value in metrics.items():
     if name.endswith("_loss") and not np.all(np.isfinite(value)):
       save_last_good()
       raise NonFiniteLossError(
-          f"Loss term {name!r} became {float(value)} at agent step {agent_step:,}; the last "
-          f"good state is checkpointed. Lower the learning rate or enable gradient clipping, "
-          f"then rerun to resume.")
+          f"Loss term {name!r} became {float(value)} at agent step {agent_step:,} (within "
+          f"the last {window} updates); the last good state is checkpointed. Lower the "
+          f"learning rate or enable gradient clipping, then rerun to resume.")

@@ -12,6 +12,7 @@ fills `config.agent`. Fields (all overridable with `--config.<path>=<value>`):
   run.train_ratio  replayed steps per env step (DreamerV3's definition); 0 = no learning
   run.batch_size, run.batch_length, run.replay_capacity (steps), run.learning_starts
   run.eval_every, run.eval_episodes, run.log_every, run.checkpoint_every (agent steps)
+  run.metrics_every  updates whose metrics are fetched to the host together (one sync)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ PRESETS = {
 # Fields a resumed run may change (extending or re-scheduling a run); any other difference
 # between the saved and the given config refuses the resume.
 RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
-                    "run.checkpoint_every")
+                    "run.checkpoint_every", "run.metrics_every")
 
 
 def check_variant(variant: str, known) -> str:
@@ -79,7 +80,8 @@ def base_config(method: str, variant: str) -> ml_collections.ConfigDict:
   config.env = ml_collections.ConfigDict(preset["env"])
   config.run = ml_collections.ConfigDict(dict(
       train_ratio=0.0, batch_size=16, batch_length=64, learning_starts=0,
-      keep_checkpoints=2))
+      keep_checkpoints=2,
+      metrics_every=10))   # updates per metrics fetch (one host sync; 2023 code: 10)
   config.run.update(preset["run"])
   config.agent = ml_collections.ConfigDict()
   return config

@@ -25,7 +25,7 @@ def agent_config() -> ml_collections.ConfigDict:
   a.precision = "float32"
   elu = dict(act="elu", norm=False)
   a.rssm.update(deter=200, hidden=200, stoch=30, classes=0, min_std=0.1, initial="zeros",
-                gru_norm=False, gru_update_bias=0.0, **elu)
+                gru_norm=False, gru_update_bias=0.0, action_clip=0.0, **elu)
   a.encoder.update(units=400, layers=2, cnn_depth=32, symlog_inputs=False, **elu)
   a.decoder.update(units=400, layers=2, cnn_depth=32, symlog_vector=False, **elu)
   a.reward_head.update(units=400, layers=2, dist="mse", outscale=1.0, **elu)
@@ -37,7 +37,10 @@ def agent_config() -> ml_collections.ConfigDict:
   a.return_lambda = 0.95
   a.actor.update(units=400, layers=4, dist_cont="tanh_normal", grad_disc="dynamics",
                  grad_cont="dynamics", entropy=0.0, unimix=0.0, min_std=1e-4, init_std=5.0,
-                 mean_scale=5.0, outscale=1.0, expl_noise=0.3, **elu)
+                 mean_scale=5.0, outscale=1.0, expl_noise=0.3,
+                 backprop_baseline=False,   # eq. 7 maximises V_lambda itself
+                 eval_sample=False,         # the reference code evaluates the mode
+                 **elu)
   a.critic.update(units=400, layers=3, dist="mse", outscale=1.0, slow_reg=0.0,
                   slow_target=False, **elu)
   a.return_norm.enabled = False

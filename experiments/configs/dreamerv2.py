@@ -24,11 +24,11 @@ def agent_config(atari: bool) -> ml_collections.ConfigDict:
   a.precision = "bfloat16"   # mixed precision, as the paper
   elu = dict(act="elu", norm=False)
   a.rssm.update(deter=600, hidden=600, stoch=32, classes=32, unimix=0.0, initial="zeros",
-                gru_norm=True, gru_update_bias=-1.0, **elu)
+                gru_norm=True, gru_update_bias=-1.0, action_clip=0.0, **elu)
   a.encoder.update(units=400, layers=4, cnn_depth=48, symlog_inputs=False, **elu)
   a.decoder.update(units=400, layers=4, cnn_depth=48, symlog_vector=False, **elu)
   a.reward_head.update(units=400, layers=4, dist="mse", outscale=1.0, **elu)
-  a.cont_head.update(units=400, layers=4, enabled=True, **elu)
+  a.cont_head.update(units=400, layers=4, enabled=True, imagine="prob", **elu)   # discount mean
   a.loss_scales.update(cont=5.0 if atari else 1.0)
   a.reward_transform = "tanh" if atari else "none"
   a.kl.update(kind="balance", balance=0.8, scale=0.1 if atari else 1.0,
@@ -38,7 +38,10 @@ def agent_config(atari: bool) -> ml_collections.ConfigDict:
   a.gamma = 0.999 if atari else 0.99
   a.return_lambda = 0.95
   a.actor.update(units=400, layers=4, unimix=0.0, grad_disc="reinforce", grad_cont="dynamics",
-                 entropy=1e-3 if atari else 1e-4, outscale=1.0, **elu)
+                 entropy=1e-3 if atari else 1e-4, outscale=1.0,
+                 backprop_baseline=False,   # Algorithm 1: dynamics objective is V_lambda
+                 eval_sample=False,         # the reference code evaluates the mode
+                 **elu)
   a.critic.update(units=400, layers=4, dist="mse", outscale=1.0, slow_reg=0.0, slow_rate=1.0,
                   slow_every=100, slow_target=True, **elu)
   a.return_norm.enabled = False

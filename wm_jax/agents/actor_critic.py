@@ -6,6 +6,10 @@ the percentile return scale max(1, P95 - P5), actor entropy 3e-4, twohot symlog 
 a slow (EMA 0.98) critic regulariser. Switches for the older papers: dynamics backprop through
 the model (`actor.grad_* = 'dynamics'`, DreamerV1 sec. 3 / DreamerV2 continuous control),
 MSE critic with a slow target network (DreamerV2), tanh-Normal actions (DreamerV1).
+As in the 2023 code, continuous control backpropagates -(R^lambda - v(s_t)) / S through the
+dynamics, the actor reads stop-gradient states, the RSSM clips imagined actions into [-1, 1]
+(`rssm.action_clip`), imagined continuation is the continue head's mode
+(`cont_head.imagine`), and evaluation samples from the policy (`actor.eval_sample`).
 
 Imagined trajectories are time-second: states [N, H+1] (start included), actions [N, H].
 """
@@ -173,15 +177,15 @@ class ActorCritic:
     return out
 
   def _actor_loss(self, actor_params, state, wm: WorldModel, wm_params, start, start_cont, key):
-    """Imagines H steps from `start` [N] and returns the actor loss (DreamerV3 eq. 11: -sg(adv)/S * log pi - eta * H; dynamics variant: -R^lambda / S, DreamerV1 eq. 7)."""
+    """Imagines H steps from `start` [N] and returns the actor loss (DreamerV3 eq. 11: -sg(adv)/S * log pi - eta * H; dynamics variant: -(R^lambda - v(s_t)) / S as the 2023 code, or -R^lambda / S without the baseline, DreamerV1 eq. 7)."""
     c = self.cfg
     k_img, k_ent = jax.random.split(key)
     grad_mode = c.actor.grad_disc if self.act_spec.discrete else c.actor.grad_cont
 
     def policy(s, k):
-      if grad_mode == "dynamics":   # gradients flow through actions and model states
-        return self.policy.sample(self.actor_net.apply(actor_params, feat_of(s)), k)
-      return sg(self.policy.sample(self.actor_net.apply(actor_params, sg(feat_of(s))), k))
+      """The actor sees sg(s_t) (DreamerV1-V3 code); with dynamics backprop the gradient reaches it through a_t -> s_{t+1} -> rewards and values, not through its input."""
+      action = self.policy.sample(self.actor_net.apply(actor_params, sg(feat_of(s))), k)
+      return action if grad_mode == "dynamics" else sg(action)
 
     states, actions = wm.imagine(wm_params, policy, start, c.imag_horizon, k_img)
     feat = feat_of(states)                                        # [N, H+1, F]
@@ -204,6 +208,8 @@ class ActorCritic:
     if grad_mode == "reinforce":
       adv = sg((ret - value[:, :-1]) / scale)
       objective = self.policy.log_prob(out, sg(actions)) * adv
+    elif c.actor.backprop_baseline:   # 2023 code: normed_ret - normed_base, base not sg
+      objective = (ret - value[:, :-1]) / scale
     else:
       objective = ret / scale
     entropy = self.policy.entropy(out, k_ent)

@@ -46,7 +46,7 @@ _CHOICES = {"precision": ("float32", "bfloat16"), "kl.kind": ("free_bits", "bala
             "reward_head.dist": ("symlog_twohot", "mse"), "critic.dist": ("symlog_twohot", "mse"),
             "actor.dist_cont": ("normal", "tanh_normal"), "rssm.initial": ("learned", "zeros"),
             "reward_transform": ("none", "tanh"), "actor.grad_disc": ("reinforce", "dynamics"),
-            "actor.grad_cont": ("reinforce", "dynamics")}
+            "actor.grad_cont": ("reinforce", "dynamics"), "cont_head.imagine": ("mode", "prob")}
 
 
 def _get(cfg, path):

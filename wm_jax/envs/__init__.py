@@ -26,13 +26,31 @@ ATARI100K_GAMES = (
     "RoadRunner", "Seaquest", "UpNDown")
 
 
+def check_task(suite: str, task: str) -> None:
+  """Raises UnknownNameError (one sentence with close matches) unless `suite` has a task
+  `task`; starts no env, so a sweep can check its games before launching any run."""
+  base.check_name("suite", suite, SUITES)
+  if suite == "atari":
+    from wm_jax.envs import atari
+    base.check_name("Atari game", task, atari.atari_games())
+  elif suite in ("dmc", "dmc_vision"):
+    from wm_jax.envs import dmc
+    tasks = dmc.proprio_tasks() if suite == "dmc" else dmc.vision_tasks()
+    base.check_name("DMC task", task, sorted(tasks))
+  elif suite == "classic":
+    from wm_jax.envs import classic
+    base.check_name("classic-control task", task, classic.classic_tasks())
+  else:
+    base.check_name("sprite task", task, SPRITE_TASKS)
+
+
 def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool = False,
              **protocol_overrides: Any) -> BatchedEnv:
   """N envs of `suite`/`task` seeded seed..seed+N-1; overrides replace protocol-card fields.
 
   eval_mode turns off Atari life-loss termination (scores count whole games).
   """
-  base.check_name("suite", suite, SUITES)
+  check_task(suite, task)
   if suite == "atari":
     from wm_jax.envs import atari
     protocol = base.replace_protocol(atari.AtariProtocol(), "Atari", protocol_overrides)
@@ -49,7 +67,6 @@ def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool
     protocol = base.replace_protocol(classic.ClassicProtocol(), "classic", protocol_overrides)
     return classic.ClassicEnv(task, num_envs, seed, protocol)
   from wm_jax.envs import sprite
-  base.check_name("sprite task", task, SPRITE_TASKS)
   protocol = base.replace_protocol(sprite.SpriteProtocol(), "sprite", protocol_overrides)
   return sprite.SpriteEnv(num_envs, seed, protocol)
 
@@ -60,4 +77,4 @@ def protocol_card(env: BatchedEnv) -> dict[str, Any]:
 
 
 __all__ = ["ATARI100K_GAMES", "SUITES", "BatchedEnv", "EnvSpec", "Step", "UnknownNameError",
-           "make_env", "protocol_card"]
+           "check_task", "make_env", "protocol_card"]

@@ -16,7 +16,10 @@ from wm_jax.eval.aggregate import METRIC_NAMES
 PLOTTED_METRICS = ("iqm", "mean", "median", "optimality_gap")
 
 
-REFERENCE_STYLE = {"random": ("black", ":"), "human": ("dimgray", "-.")}
+# Names of the reference levels in legends: not "random", which a random agent's runs are called.
+RANDOM_REFERENCE = "random-play reference (HNS 0)"
+HUMAN_REFERENCE = "human reference (HNS 1)"
+REFERENCE_STYLE = {RANDOM_REFERENCE: ("black", ":"), HUMAN_REFERENCE: ("dimgray", "-.")}
 
 
 def _colors(labels):
@@ -25,10 +28,11 @@ def _colors(labels):
 
 
 def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[str, float]],
-                    ylabel: str = "return") -> Figure:
-  """One panel per game: each label's runs as (env_frame [P], return [P]) pairs, their mean
-  drawn bold and single runs thin; `hlines[game][name]` draws reference levels (random,
-  human, published final scores) as dashed lines."""
+                    xlabel: str = "env frames", ylabel: str = "return") -> Figure:
+  """One panel per game, its axes labelled `xlabel` and `ylabel`: each label's runs as
+  (x [P], return [P]) pairs, their mean drawn bold and single runs thin; `hlines[game][name]`
+  draws reference levels (RANDOM_REFERENCE, HUMAN_REFERENCE, published final scores) as dashed
+  lines."""
   games = sorted(set(curves) | set(hlines))
   cols = min(5, max(1, len(games)))
   rows = max(1, math.ceil(len(games) / cols))
@@ -52,6 +56,8 @@ def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[s
     for name, value in hlines.get(game, {}).items():
       ax.axhline(value, color=styles[name][0], ls=styles[name][1], lw=1.0, label=name)
     ax.set_title(game, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=7)
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.tick_params(labelsize=7)
     ax.xaxis.get_offset_text().set_fontsize(7)
@@ -63,7 +69,7 @@ def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[s
       handles.setdefault(l, h)
   fig.legend(handles.values(), handles.keys(), loc="outside lower center",
              ncols=min(6, max(1, len(handles))), fontsize=8)
-  fig.suptitle(f"Learning curves ({ylabel} against env frames; dashed: reference levels)",
+  fig.suptitle(f"Learning curves ({ylabel} against {xlabel}; dashed: reference levels)",
                fontsize=10)
   return fig
 

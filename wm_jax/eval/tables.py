@@ -11,7 +11,7 @@ import io
 import numpy as np
 
 LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "±": r"$\pm$",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "†": r"$^\dagger$"}
 
 
 def format_number(x: float, digits: int = 1) -> str:
@@ -40,7 +40,8 @@ def format_interval(point: float, low: float, high: float, digits: int = 3) -> s
 
 
 def _is_numeric(cell: str) -> bool:
-  return all(ch in "0123456789.-–±[], " for ch in str(cell))
+  """Whether a cell holds only numbers, intervals and footnote marks (right-aligned)."""
+  return all(ch in "0123456789.-–±[], †" for ch in str(cell))
 
 
 def markdown(headers: list[str], rows: list[list[str]]) -> str:

@@ -55,6 +55,13 @@ def tree_where(mask: jax.Array, a, b):
   return jax.tree.map(pick, a, b)
 
 
+def clip_action(action: jax.Array, clip: float) -> jax.Array:
+  """[..., A] action scaled into [-clip, clip] with a stop-gradient scale, a * sg(c / max(c, |a|)), so imagined actions match the env-clipped ones in replay while gradients still pass (DreamerV3 2023 code, nets.RSSM.img_step); clip 0 leaves it unchanged."""
+  if not clip:
+    return action
+  return action * sg(clip / jnp.maximum(clip, jnp.abs(action)))
+
+
 def preprocess_image(image: jax.Array) -> jax.Array:
   """uint8 [..., 64, 64, C] -> float32 in [-0.5, 0.5], only ever inside jit (DreamerV1-V3 image scaling)."""
   return image.astype(jnp.float32) / 255.0 - 0.5
@@ -118,7 +125,8 @@ class RSSMNet(nn.Module):
 
   def img_step(self, prev: State, prev_action: jax.Array, key: jax.Array) -> State:
     """([B] state, [B, A] action) -> [B] prior state: h_t = GRU(h_{t-1}, img_in[z_{t-1}, a_{t-1}]), z_t ~ p(z_t | h_t) (DreamerV3 eq. 1, sequence + dynamics models)."""
-    x = self.img_in(jnp.concatenate([prev["stoch"], prev_action.astype(jnp.float32)], -1))
+    prev_action = clip_action(prev_action.astype(jnp.float32), self.cfg.action_clip)
+    x = self.img_in(jnp.concatenate([prev["stoch"], prev_action], -1))
     deter = self.gru(prev["deter"], x)
     stats = self._stats(self.prior_head(self.img_out(deter)))
     return {"deter": deter, "stoch": self._sample(stats, key), **stats}
@@ -303,10 +311,13 @@ class WorldModel:
     return out
 
   def cont(self, params, feat: jax.Array) -> jax.Array:
-    """[..., F] -> [...] continue probability (ones when the config has no continue head, DreamerV1)."""
+    """[..., F] -> [...] imagined continuation: the continue head's Bernoulli mode (`cont_head.imagine='mode'`, DreamerV3 2023 code) or probability ('prob', 2024 code, DreamerV2's discount mean); ones without a continue head (DreamerV1)."""
     if not self.cfg.cont_head.enabled:
       return jnp.ones(feat.shape[:-1], jnp.float32)
-    return jax.nn.sigmoid(self.net.apply(params, feat, method=WorldModelNet.cont_logit))
+    logit = self.net.apply(params, feat, method=WorldModelNet.cont_logit).astype(jnp.float32)
+    if self.cfg.cont_head.imagine == "mode":
+      return (logit > 0).astype(jnp.float32)
+    return jax.nn.sigmoid(logit)
 
   def _bins(self) -> jax.Array:
     r = self.cfg.reward_head

@@ -1,0 +1,96 @@
+"""Learning benchmark: DreamerV3 (or the random agent) on a DMC proprio task through the real
+training loop (wm_jax.train, as `python -m experiments.train`), printing the eval-return curve,
+the wall clock and every deviation from the `dmc_proprio` variant as JSON.
+
+  python -m benchmarks.dreamer_dmc --task=cartpole_balance [--method=random] [--steps=40000]
+
+The `dmc_proprio` variant is the 2023 paper's (size S, train ratio 512, 5 x 1024 MLP encoder
+and decoder, bfloat16), which needs far more compute than a 2-core CPU has. The defaults here
+keep the algorithm and change only the budget: the smallest size ('debug', whose MLPs also set
+the encoder and decoder), float32 (bfloat16 is emulated on CPU), train ratio 64, learning rates
+raised 3x (model 3e-4, actor and critic 1e-4) to make up for the fewer updates, and 4 eval
+episodes. The JSON's `deviations` lists each changed field against the variant, and `command`
+is the equivalent `experiments.train` call (rerunning it on the same workdir resumes the run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+from benchmarks.learning import apply_budget, define_budget_flags, eval_curve, stop_after
+from wm_jax.agents.dreamer import SIZES
+from wm_jax.train import flatten_dict, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("task", "cartpole_balance", "DMC proprio task (domain_task)")
+flags.DEFINE_enum("method", "dreamerv3", ["dreamerv3", "random"], "agent")
+flags.DEFINE_float("gamma", 1.0 - 1.0 / 333.0, "discount (paper: 1 - 1/333)")
+flags.DEFINE_float("critic_lr", 0.0, "critic learning rate (0: --ac_lr)")
+define_budget_flags(steps=40_000)
+
+
+def make_config():
+  """(config, variant default): the dmc_proprio variant with this benchmark's budget."""
+  module = importlib.import_module(f"experiments.configs.{FLAGS.method}")
+  default = module.get_config("dmc_proprio")
+  config = module.get_config("dmc_proprio")
+  config.env.task = FLAGS.task
+  apply_budget(config)
+  if FLAGS.method == "dreamerv3":
+    agent = config.agent
+    agent.size = FLAGS.size
+    agent.precision = "float32"
+    size = SIZES[FLAGS.size]
+    for net in (agent.encoder, agent.decoder):   # by agent.size, not the runs' 5 x 1024
+      net.units, net.layers = size["units"], size["layers"]
+    if FLAGS.size == "debug":
+      agent.rssm.stoch, agent.rssm.classes = 8, 8
+    agent.gamma = FLAGS.gamma
+    agent.critic_opt.lr = FLAGS.critic_lr or FLAGS.ac_lr
+  return config, default
+
+
+def deviations(config, default) -> dict:
+  """{field: [variant value, used value]} for every field that differs, seed excluded."""
+  used, base = flatten_dict(config.to_dict()), flatten_dict(default.to_dict())
+  return {k: [base.get(k), used[k]] for k in sorted(used)
+          if k != "seed" and base.get(k) != used[k]}
+
+
+def command(config, devs: dict, workdir: str) -> str:
+  """The experiments.train call that trains the same config into `workdir`."""
+  args = [f"--config.{k}={v}" for k, (_, v) in devs.items()]
+  return " ".join([f"python -m experiments.train --config=experiments/configs/"
+                   f"{config.method}.py:dmc_proprio --workdir={workdir}",
+                   f"--config.seed={config.seed}", *args])
+
+
+def main(_):
+  logging.set_verbosity(logging.WARNING)   # orbax logs every checkpoint save at INFO
+  config, default = make_config()
+  workdir = FLAGS.workdir or tempfile.mkdtemp(prefix=f"dreamer_dmc_{FLAGS.task}_")
+  stop_after(FLAGS.max_minutes)
+  t0 = time.time()
+  counters = train(config, workdir, progress=False)
+  curve = eval_curve(workdir)
+  devs = deviations(config, default)
+  print(json.dumps({
+      "task": FLAGS.task, "method": FLAGS.method, "seed": FLAGS.seed,
+      "agent_steps": counters["agent_step"], "env_frames": 2 * counters["agent_step"],
+      "updates": counters["updates"], "wall_seconds": round(counters["wall_seconds"], 1),
+      "this_call_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
+      "load_average_1m": round(os.getloadavg()[0], 2),
+      "deviations_from_dmc_proprio": devs, "command": command(config, devs, workdir),
+      "eval_curve": curve,
+      "best_mean_eval_return": max((p["mean_return"] for p in curve), default=None),
+      "workdir": workdir}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
