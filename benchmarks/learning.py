@@ -15,13 +15,14 @@ from absl import flags
 FLAGS = flags.FLAGS
 
 
-def define_budget_flags(steps: int) -> None:
-  """The flags both benchmarks share; `steps` is the default run length in agent steps."""
+def define_budget_flags(steps: int, batch_length: int = 64) -> None:
+  """The flags both benchmarks share, with their defaults for run length (agent steps) and
+  replay sequence length."""
   flags.DEFINE_string("size", "debug", "agent.size (debug, XS, S, ...)")
   flags.DEFINE_integer("steps", steps, "agent steps")
   flags.DEFINE_float("train_ratio", 64.0, "replayed steps per agent step")
   flags.DEFINE_integer("batch_size", 16, "replay batch size")
-  flags.DEFINE_integer("batch_length", 64, "replay sequence length")
+  flags.DEFINE_integer("batch_length", batch_length, "replay sequence length (paper: 64)")
   flags.DEFINE_integer("num_envs", 4, "training envs")
   flags.DEFINE_integer("learning_starts", 2_000, "agent steps collected before the first update")
   flags.DEFINE_float("model_lr", 3e-4, "world-model learning rate (paper: 1e-4)")

@@ -1,6 +1,6 @@
 """What bfloat16 compute changes in DreamerV3's learning, on identical data (CPU-friendly).
 
-  python -m benchmarks.precision_losses [--game=Pong] [--size=debug] [--updates=300]
+  python -m benchmarks.precision_losses [--game=Pong] [--size=debug] [--updates=200]
 
 Collects `--collect_steps` agent steps of an Atari-100k game with a uniform random policy into
 the suite's replay, then trains the `atari100k` variant's agent from the same initial params on
@@ -31,7 +31,7 @@ flags.DEFINE_string("game", "Pong", "Atari-100k game")
 flags.DEFINE_string("size", "debug", "agent.size (debug, XS, S, ...)")
 flags.DEFINE_list("precisions", ["float32", "bfloat16"], "compute dtypes to compare")
 flags.DEFINE_integer("collect_steps", 4_000, "random-policy agent steps in the replay")
-flags.DEFINE_integer("updates", 300, "updates per precision")
+flags.DEFINE_integer("updates", 200, "updates per precision")
 flags.DEFINE_integer("log_every", 20, "updates per point of the loss curves")
 flags.DEFINE_integer("batch_size", 16, "replay batch size")
 flags.DEFINE_integer("batch_length", 64, "replay sequence length")

@@ -1,7 +1,10 @@
 """DreamerV3 (Hafner et al. 2023, arXiv:2301.04104 v1). Variants: atari100k, dmc_proprio,
 dmc_vision, debug; model size with `--config.agent.size=XS|S|M|L|XL` (Table B.1).
 
-Defaults are the 2023 paper's (App. W hyperparameter table, Table B.1 sizes). Where the
+Defaults are the 2023 paper's (App. W hyperparameter table, Table B.1 sizes), and where the
+paper is silent those of its official code (danijar/dreamerv3 1.5.0): evaluation by sampling,
+imagined actions clipped in the RSSM, the continue head's mode in imagination, the backprop
+baseline, float32 for atari100k, 5 x 1024 MLPs for dmc_proprio. Where the
 2024/Nature revision (arXiv:2301.04104 v2) differs it is named in a comment: LaProp with
 adaptive gradient clipping 0.3 and lr 4e-5 for all networks instead of per-network Adam,
 12M-400M size presets, Atari-100k train ratio 256 instead of 1024, replay 5e6, RMSNorm.
