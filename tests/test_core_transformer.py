@@ -65,3 +65,26 @@ def test_sinusoidal_positions_follow_vaswani():
   pe = sinusoidal_positions(5, 4)
   np.testing.assert_allclose(pe[3], [np.sin(3), np.cos(3), np.sin(3 / 100), np.cos(3 / 100)],
                              rtol=1e-5)
+
+
+def test_post_ln_blocks_cache_like_the_full_pass_too():
+  """STORM's post-LN variant: the cached steps still equal the full pass."""
+  net = CausalTransformer(width=D, depth=2, heads=4, max_len=16, pre_norm=False, mlp_ratio=2,
+                          act="relu")
+  x = jax.random.normal(jax.random.key(0), (B, T, D))
+  params = net.init(jax.random.key(1), x)
+  cache = net.apply(params, B, method=CausalTransformer.init_cache)
+  step = lambda c, x_t: net.apply(params, c, x_t, method=CausalTransformer.step)
+  _, ys = jax.lax.scan(step, cache, jnp.swapaxes(x, 0, 1))
+  np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1), net.apply(params, x), atol=2e-5, rtol=2e-5)
+
+
+def test_an_extra_mask_cuts_attention_across_an_episode_start():
+  """With a block mask at t = 5 the outputs from 5 on ignore tokens 0..4 and equal a fresh pass."""
+  net, params, x = make()
+  episode = jnp.cumsum(jnp.zeros((B, T), jnp.int32).at[:, 5].set(1), 1)
+  mask = episode[:, :, None] == episode[:, None, :]
+  out = net.apply(params, x, mask)
+  changed = x.at[:, :5].set(0.0)
+  np.testing.assert_allclose(out[:, 5:], net.apply(params, changed, mask)[:, 5:], atol=1e-5)
+  assert not np.allclose(out[:, 5:], net.apply(params, x)[:, 5:], atol=1e-3)

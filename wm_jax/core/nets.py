@@ -15,7 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-ACTIVATIONS = {"silu": nn.silu, "elu": nn.elu, "relu": nn.relu, "tanh": jnp.tanh}
+ACTIVATIONS = {"silu": nn.silu, "elu": nn.elu, "relu": nn.relu, "gelu": nn.gelu,
+               "tanh": jnp.tanh}
 PARAM_DTYPE = jnp.float32
 # DreamerV3's "normal" weight init: truncated normal with variance 1 / fan_avg.
 default_init = nn.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")

@@ -9,9 +9,13 @@ produce one token at a time. This module is that network, written once:
   cache = net.apply(params, B, method=CausalTransformer.init_cache)
   cache, y_t = net.apply(params, cache, x_t, method=CausalTransformer.step)   # [B, D] -> [B, D]
 
-Blocks are pre-LN (x + Attn(LN(x)), then x + MLP(LN(x)), as GPT-2, which IRIS follows) with a
-final LayerNorm. Positions are learned embeddings (IRIS, STORM) or sinusoidal (Vaswani et al.
-2017) by `positions`. `step` writes the token's keys and values at the cache's position and
+Blocks are pre-LN by default (x + Attn(LN(x)), then x + MLP(LN(x)), GELU MLP 4x wide, a final
+LayerNorm: GPT-2, which IRIS follows), or post-LN with `pre_norm=False` (LN(x + Attn(x)), then
+LN(x + MLP(x)), a LayerNorm on the input tokens instead of the final one: the "Attention is all
+you need" blocks of STORM's code, with a ReLU MLP 2x wide). Positions are learned embeddings
+(IRIS, STORM) or sinusoidal (Vaswani et al. 2017) by `positions`. Training may pass an extra
+mask [B, T, T] (e.g. no attention across episode starts) that is and-ed with the causal one.
+Neither paper's dropout (0.1) is implemented: a named deviation of both configs. `step` writes the token's keys and values at the cache's position and
 attends over the positions written so far, so a `lax.scan` of `step` equals the full forward
 pass on the same tokens; the cache holds `max_len` steps, and the caller keeps within it.
 """
@@ -24,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wm_jax.core.nets import PARAM_DTYPE, dense
+from wm_jax.core.nets import ACTIVATIONS, PARAM_DTYPE, dense
 
 Cache = dict  # 'k', 'v': [depth, B, max_len, heads, head_dim]; 'pos': [] int32, next position
 
@@ -38,19 +42,22 @@ def sinusoidal_positions(max_len: int, width: int) -> jax.Array:
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-  """Scaled dot-product attention: q [B, Tq, H, Dh], k/v [B, Tk, H, Dh], mask [Tq, Tk] (True =
-  may attend) -> [B, Tq, H, Dh] (Vaswani et al. 2017, eq. 1)."""
+  """Scaled dot-product attention: q [B, Tq, H, Dh], k/v [B, Tk, H, Dh], mask [Tq, Tk] or
+  [B, Tq, Tk] (True = may attend) -> [B, Tq, H, Dh] (Vaswani et al. 2017, eq. 1)."""
   logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
-  logits = jnp.where(mask[None, None], logits, jnp.finfo(jnp.float32).min)
+  mask = mask[None, None] if mask.ndim == 2 else mask[:, None]
+  logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
   weights = jax.nn.softmax(logits, -1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 class Block(nn.Module):
-  """One pre-LN Transformer block; `qkv` and `finish` are the halves around the attention."""
+  """One pre-LN (or post-LN) Transformer block; `qkv` and `finish` are the halves around the attention."""
   width: int
   heads: int
   mlp_ratio: int = 4
+  pre_norm: bool = True
+  act: str = "gelu"
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -62,22 +69,25 @@ class Block(nn.Module):
     self.mlp_out = dense(self.width, self.dtype)
 
   def qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """x [B, T, D] -> q, k, v [B, T, H, D / H] of LN(x)."""
-    qkv = self.to_qkv(self.norm_attn(x))
+    """x [B, T, D] -> q, k, v [B, T, H, D / H] of LN(x) (pre-LN) or of x (post-LN)."""
+    qkv = self.to_qkv(self.norm_attn(x) if self.pre_norm else x)
     split = lambda t: t.reshape(t.shape[:-1] + (self.heads, self.width // self.heads))
     return tuple(split(t) for t in jnp.split(qkv, 3, -1))
 
   def finish(self, x: jax.Array, attended: jax.Array) -> jax.Array:
     """Residual attention output then the residual MLP: x [B, T, D], attended [B, T, H, Dh]."""
-    x = x + self.proj(attended.reshape(x.shape))
-    return x + self.mlp_out(nn.gelu(self.mlp_in(self.norm_mlp(x))))
+    act = ACTIVATIONS[self.act]
+    mlp = lambda h: self.mlp_out(act(self.mlp_in(h)))
+    if self.pre_norm:
+      x = x + self.proj(attended.reshape(x.shape))
+      return x + mlp(self.norm_mlp(x))
+    x = self.norm_attn(x + self.proj(attended.reshape(x.shape)))
+    return self.norm_mlp(x + mlp(x))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x [B, T, D] -> [B, T, D] with causal attention over T."""
+  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+    """x [B, T, D], mask [T, T] or [B, T, T] -> [B, T, D]."""
     q, k, v = self.qkv(x)
-    T = x.shape[1]
-    causal = jnp.tril(jnp.ones((T, T), bool))
-    return self.finish(x, attend(q, k, v, causal))
+    return self.finish(x, attend(q, k, v, mask))
 
 
 class CausalTransformer(nn.Module):
@@ -87,7 +97,9 @@ class CausalTransformer(nn.Module):
   heads: int
   max_len: int
   positions: str = "learned"   # 'learned' (IRIS, STORM) or 'sinusoidal'
-  mlp_ratio: int = 4
+  mlp_ratio: int = 4           # MLP width / width: 4 (GPT-2, IRIS), 2 (STORM)
+  pre_norm: bool = True        # True: GPT-2 blocks (IRIS); False: post-LN blocks (STORM)
+  act: str = "gelu"            # MLP activation: 'gelu' (GPT-2, IRIS), 'relu' (STORM)
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -98,16 +110,28 @@ class CausalTransformer(nn.Module):
                                   (self.max_len, self.width), PARAM_DTYPE)
     else:
       self.pos_embed = sinusoidal_positions(self.max_len, self.width)
-    self.blocks = [Block(self.width, self.heads, self.mlp_ratio, self.dtype, name=f"block{i}")
-                   for i in range(self.depth)]
-    self.norm_out = nn.LayerNorm(dtype=self.dtype, param_dtype=PARAM_DTYPE)
+    self.blocks = [Block(self.width, self.heads, self.mlp_ratio, self.pre_norm, self.act,
+                         self.dtype, name=f"block{i}") for i in range(self.depth)]
+    # Pre-LN: a LayerNorm on the output (GPT-2); post-LN: one on the input tokens (STORM).
+    self.norm_io = nn.LayerNorm(dtype=self.dtype, param_dtype=PARAM_DTYPE)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """x [B, T, D] (T <= max_len, positions 0..T-1) -> [B, T, D]."""
-    x = (x + self.pos_embed[: x.shape[1]]).astype(self.dtype)
+  def _embed(self, x: jax.Array, pos_embed: jax.Array) -> jax.Array:
+    x = (x + pos_embed).astype(self.dtype)
+    return x if self.pre_norm else self.norm_io(x)
+
+  def _out(self, x: jax.Array) -> jax.Array:
+    return self.norm_io(x) if self.pre_norm else x
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """x [B, T, D] (T <= max_len, positions 0..T-1), optional mask [B, T, T] (True = may
+    attend) and-ed with the causal mask -> [B, T, D]."""
+    T = x.shape[1]
+    causal = jnp.tril(jnp.ones((T, T), bool))
+    mask = causal if mask is None else mask & causal[None]
+    x = self._embed(x, self.pos_embed[:T])
     for block in self.blocks:
-      x = block(x)
-    return self.norm_out(x)
+      x = block(x, mask)
+    return self._out(x)
 
   def init_cache(self, batch: int) -> Cache:
     """An empty cache for `batch` sequences: nothing written, next position 0."""
@@ -118,8 +142,8 @@ class CausalTransformer(nn.Module):
   def step(self, cache: Cache, x: jax.Array) -> tuple[Cache, jax.Array]:
     """One token x [B, D] at position cache['pos'] -> (cache with its keys/values, y [B, D])."""
     pos = cache["pos"]
-    h = (x + jax.lax.dynamic_index_in_dim(self.pos_embed, pos, keepdims=False))
-    h = h.astype(self.dtype)[:, None]                                   # [B, 1, D]
+    h = self._embed(x, jax.lax.dynamic_index_in_dim(self.pos_embed, pos, keepdims=False))
+    h = h[:, None]                                                      # [B, 1, D]
     seen = (jnp.arange(self.max_len) <= pos)[None]                      # [1, max_len]
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
@@ -130,4 +154,4 @@ class CausalTransformer(nn.Module):
       ks.append(k_all)
       vs.append(v_all)
     new = {"k": jnp.stack(ks), "v": jnp.stack(vs), "pos": pos + 1}
-    return new, self.norm_out(h)[:, 0]
+    return new, self._out(h)[:, 0]
