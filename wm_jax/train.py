@@ -117,7 +117,7 @@ def validate(config) -> None:
     if run.batch_length < 2:
       raise RunConfigError(f"run.batch_length={run.batch_length} must be at least 2.")
     check_fits(run.replay_capacity, config.env.num_envs, run.batch_length)
-  check_agent_config(config.method, config.agent)
+  check_agent_config(config.method, config.agent, config.run)
 
 
 # ---------------------------------------------------------------------------------------------

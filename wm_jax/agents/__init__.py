@@ -13,6 +13,8 @@ BUILDERS = {
     "dreamerv1": "wm_jax.agents.dreamer:make_dreamer",
     "dreamerv2": "wm_jax.agents.dreamer:make_dreamer",
     "dreamerv3": "wm_jax.agents.dreamer:make_dreamer",
+    "iris": "wm_jax.agents.iris:make_iris",
+    "storm": "wm_jax.agents.storm:make_storm",
 }
 
 
@@ -28,9 +30,9 @@ def make_agent(method: str, agent_config, spec: EnvSpec) -> Agent:
   return getattr(module, builder)(agent_config, spec)
 
 
-def check_agent_config(method: str, agent_config) -> None:
-  """Runs the method's start-up checks (its module's `check_agent_config`, if it has one)."""
+def check_agent_config(method: str, agent_config, run_config) -> None:
+  """Runs the method's start-up checks, `check_agent_config(agent_config, run_config)` of its module if it has one (the run config gives batch and sequence sizes)."""
   module, _ = _module_and_builder(method)
   check = getattr(module, "check_agent_config", None)
   if check is not None:
-    check(agent_config)
+    check(agent_config, run_config)

@@ -80,8 +80,8 @@ def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.Con
   return resolved
 
 
-def check_agent_config(agent: ml_collections.ConfigDict) -> None:
-  """Start-up check called by wm_jax.train.validate: one sentence on an impossible agent config."""
+def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
+  """Start-up check called by wm_jax.train.validate: one sentence on an impossible agent config (the run config is not needed here)."""
   resolve_agent_config(agent)
 
 
@@ -115,21 +115,14 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     post, _ = wm.obs_step(state["wm"], carry["state"], carry["action"], embed,
                           jnp.asarray(obs["is_first"], bool), k1)
     action = ac.act(state["ac"]["actor"], feat_of(post), k2, explore)
-    if spec.act.discrete:
-      env_action = jnp.argmax(action, -1).astype(jnp.int32)
-      action = jax.nn.one_hot(env_action, wm.action_size, dtype=jnp.float32)
-    else:
-      env_action = action = jnp.clip(action, spec.act.low, spec.act.high)
+    env_action, action = to_env_action(action, spec)
     return env_action, {"state": post, "action": action}
 
   def update(state, batch, key):
     """World-model step on batch [B, T], then actor-critic on imagination from all B*T posteriors."""
     k1, k2 = jax.random.split(key)
-    (_, (metrics, out)), grads = jax.value_and_grad(wm.loss, has_aux=True)(
-        state["wm"], batch, k1)
-    upd, wm_opt = model_opt.update(grads, state["wm_opt"], state["wm"])
-    wm_params = optax.apply_updates(state["wm"], upd)
-    metrics["model_grad_norm"] = optax.tree.norm(grads)
+    wm_params, wm_opt, metrics, out = world_model_step(wm, model_opt, state["wm"],
+                                                       state["wm_opt"], batch, k1)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
     start = jax.tree.map(flat, out["post"])
     start_cont = flat(1.0 - batch["is_terminal"].astype(jnp.float32))
@@ -139,3 +132,21 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
   return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
+
+
+def to_env_action(action: jax.Array, spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
+  """Model-format action [N, A] -> (env action: int32 [N] or clipped float32 [N, A], the model input that matches it: one-hot [N, A] or the clipped action)."""
+  if spec.act.discrete:
+    env_action = jnp.argmax(action, -1).astype(jnp.int32)
+    return env_action, jax.nn.one_hot(env_action, spec.act.num_actions, dtype=jnp.float32)
+  env_action = jnp.clip(action, spec.act.low, spec.act.high)
+  return env_action, env_action
+
+
+def world_model_step(wm, opt: optax.GradientTransformation, params, opt_state, batch: dict,
+                     key: jax.Array):
+  """One optimiser step on `wm.loss(params, batch [B, T], key)` (any world model with that contract) -> (params, opt_state, metrics incl. 'model_grad_norm', the loss's `out`)."""
+  (_, (metrics, out)), grads = jax.value_and_grad(wm.loss, has_aux=True)(params, batch, key)
+  upd, opt_state = opt.update(grads, opt_state, params)
+  metrics["model_grad_norm"] = optax.tree.norm(grads)
+  return optax.apply_updates(params, upd), opt_state, metrics, out

@@ -77,6 +77,29 @@ def dreamerv3_kl_loss(post_logits: jax.Array, prior_logits: jax.Array, free_bits
   return beta_dyn * dyn + beta_rep * rep, dyn, rep
 
 
+def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """[...] values, optional [...] 0/1 mask -> [] mean over the entries where mask is 1 (0 if none)."""
+  if mask is None:
+    return jnp.mean(x)
+  mask = mask.astype(x.dtype)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def mean_clipped_kl_loss(post_logits: jax.Array, prior_logits: jax.Array, free_nats: float,
+                         beta_dyn: float, beta_rep: float, mask: jax.Array | None = None
+                         ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """[..., G, C] logits x2, optional [...] mask -> ([] loss, [] dyn, [] rep) with dyn = max(free, mean KL(sg(post)||prior)) and rep = max(free, mean KL(post||sg(prior))), loss = beta_dyn*dyn + beta_rep*rep.
+
+  Unlike ``dreamerv3_kl_loss`` the KL is averaged over the leading axes (where mask is 1)
+  BEFORE the free-nats clip: DreamerV2's ``free_avg`` (beta_dyn = alpha, beta_rep = 1 - alpha)
+  and STORM's code (sub_models/world_models.py CategoricalKLDivLossWithFreeBits: free bits 1,
+  beta_dyn 0.5, beta_rep 0.1; Zhang et al. 2023, eq. 4-5).
+  """
+  dyn = jnp.maximum(free_nats, masked_mean(kl_categorical(sg(post_logits), prior_logits), mask))
+  rep = jnp.maximum(free_nats, masked_mean(kl_categorical(post_logits, sg(prior_logits)), mask))
+  return beta_dyn * dyn + beta_rep * rep, dyn, rep
+
+
 def dreamerv2_kl_loss(post_logits: jax.Array, prior_logits: jax.Array, alpha: float = 0.8,
                       free_nats: float = 0.0) -> jax.Array:
   """[..., G, C] logits x2 -> [] alpha*KL(sg(post)||prior) + (1-alpha)*KL(post||sg(prior)) (DreamerV2 Algorithm 2, KL balancing, alpha = 0.8).
@@ -84,9 +107,7 @@ def dreamerv2_kl_loss(post_logits: jax.Array, prior_logits: jax.Array, alpha: fl
   As in the DreamerV2 reference code (``free_avg=True``), each side is averaged over all
   leading axes first and then clipped below ``free_nats`` (0 for Atari, 1 for DMC).
   """
-  lhs = jnp.maximum(free_nats, jnp.mean(kl_categorical(sg(post_logits), prior_logits)))
-  rhs = jnp.maximum(free_nats, jnp.mean(kl_categorical(post_logits, sg(prior_logits))))
-  return alpha * lhs + (1.0 - alpha) * rhs
+  return mean_clipped_kl_loss(post_logits, prior_logits, free_nats, alpha, 1.0 - alpha)[0]
 
 
 def gaussian_kl_loss(post_mean: jax.Array, post_std: jax.Array, prior_mean: jax.Array,

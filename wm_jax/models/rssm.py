@@ -62,6 +62,24 @@ def clip_action(action: jax.Array, clip: float) -> jax.Array:
   return action * sg(clip / jnp.maximum(clip, jnp.abs(action)))
 
 
+def encode_action(act_spec, action: jax.Array) -> jax.Array:
+  """Env action (int32 [...] or float32 [..., A]) -> float32 [..., A] model input (one-hot for discrete)."""
+  if act_spec.discrete:
+    return jax.nn.one_hot(action, act_spec.num_actions, dtype=jnp.float32)
+  return action.astype(jnp.float32)
+
+
+def embed_observation(module: nn.Module, obs: dict, symlog_inputs: bool) -> jax.Array:
+  """obs dict [..., ...] -> [..., E]: `module.enc_image` of the scaled image and/or `module.enc_vector` of the (DreamerV3: symlog'ed, sec. "Robust predictions") vector, concatenated."""
+  parts = []
+  if "image" in obs:
+    parts.append(module.enc_image(preprocess_image(obs["image"])))
+  if "vector" in obs:
+    vec = obs["vector"].astype(jnp.float32)
+    parts.append(module.enc_vector(losses.symlog(vec) if symlog_inputs else vec))
+  return jnp.concatenate(parts, -1).astype(jnp.float32)
+
+
 def preprocess_image(image: jax.Array) -> jax.Array:
   """uint8 [..., 64, 64, C] -> float32 in [-0.5, 0.5], only ever inside jit (DreamerV1-V3 image scaling)."""
   return image.astype(jnp.float32) / 255.0 - 0.5
@@ -172,15 +190,8 @@ class WorldModelNet(nn.Module):
       self.cont_head = Head((), k.units, k.layers, k.outscale, k.act, k.norm, self.dtype)
 
   def embed(self, obs: dict) -> jax.Array:
-    """obs dict [..., ...] -> [..., E] concatenated encoder outputs; vectors symlog'ed first in DreamerV3 (sec. "Robust predictions")."""
-    parts = []
-    if "image" in obs:
-      parts.append(self.enc_image(preprocess_image(obs["image"])))
-    if "vector" in obs:
-      vec = obs["vector"].astype(jnp.float32)
-      vec = losses.symlog(vec) if self.cfg.encoder.symlog_inputs else vec
-      parts.append(self.enc_vector(vec))
-    return jnp.concatenate(parts, -1).astype(jnp.float32)
+    """obs dict [..., ...] -> [..., E] concatenated encoder outputs (see `embed_observation`)."""
+    return embed_observation(self, obs, self.cfg.encoder.symlog_inputs)
 
   def decode(self, feat: jax.Array) -> dict:
     """[..., F] -> {'image': [..., 64, 64, C] mean in [-0.5, 0.5], 'vector': [..., D] (symlog space in DreamerV3)}."""
@@ -238,10 +249,8 @@ class WorldModel:
     return r.deter + (r.stoch * r.classes if r.classes else r.stoch)
 
   def encode_action(self, action: jax.Array) -> jax.Array:
-    """Env action (int32 [...] or float32 [..., A]) -> float32 [..., A] model input (one-hot for discrete)."""
-    if self.spec.act.discrete:
-      return jax.nn.one_hot(action, self.spec.act.num_actions, dtype=jnp.float32)
-    return action.astype(jnp.float32)
+    """Env action (int32 [...] or float32 [..., A]) -> float32 [..., A] model input."""
+    return encode_action(self.spec.act, action)
 
   # ------------------------------------------------------------------ params and steps
   def init(self, key: jax.Array):
