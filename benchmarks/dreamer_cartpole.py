@@ -1,8 +1,11 @@
 """Learning benchmark: a Dreamer (V3 by default, `--method=dreamerv1|dreamerv2` for the
-others) on CartPole-v1 from vector observations, through the real training loop
-(wm_jax.train), printing the eval-return curve and the wall clock as JSON.
+others) or STORM (`--method=storm`) on CartPole-v1 from vector observations, through the real
+training loop (wm_jax.train), printing the eval-return curve and the wall clock as JSON.
 
   python -m benchmarks.dreamer_cartpole [--method=dreamerv3] [--size=debug] [--steps=50000]
+
+STORM runs its debug network sizes with the paper's imagination (1024 starts x 16 steps after
+a burn-in of 8) and acting context (16); `--size` applies to the Dreamers only.
 
 Target (issue 3): mean eval return >= 450 within 50k env steps in under 20 minutes on 2 CPU
 cores. The paper's settings (train ratio 512-1024, batch 16 x 64, size XS or larger) need far
@@ -26,7 +29,7 @@ from benchmarks.learning import apply_budget, define_budget_flags, eval_curve, s
 from wm_jax.train import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("method", "dreamerv3", ["dreamerv1", "dreamerv2", "dreamerv3"],
+flags.DEFINE_enum("method", "dreamerv3", ["dreamerv1", "dreamerv2", "dreamerv3", "storm"],
                   "config file experiments/configs/<method>.py (its debug variant)")
 define_budget_flags(steps=50_000)
 
@@ -37,7 +40,9 @@ def make_config():
   apply_budget(config)
   config.run.replay_capacity = max(FLAGS.steps, 10_000)
   agent = config.agent
-  if FLAGS.size != "debug":   # the debug variant leaves size fields unset: only the name
+  if FLAGS.method == "storm":
+    agent.update(imag_batch=1024, imag_context=8, imag_horizon=16, act_context=16)
+  elif FLAGS.size != "debug":   # the debug variant leaves size fields unset: only the name
     agent.size = FLAGS.size    # and the paper's 32 x 32 latents change
     agent.rssm.stoch, agent.rssm.classes = 32, 32
   return config

@@ -1,13 +1,17 @@
-"""Training-speed benchmark of a Dreamer-family method (numbers are measured, not asserted).
+"""Training-speed benchmark of a Dreamer-family method or STORM (numbers are measured, not asserted).
 
   python -m benchmarks.train_speed --method=dreamerv3 [--sizes=debug,XS,S] [--obs=image]
+  python -m benchmarks.train_speed --method=storm [--sizes=debug,paper]
 
 Prints one JSON object: per model size, the update rate (one world-model + actor-critic
-update on a replay batch of batch_size x batch_length, DreamerV3's default 16 x 64), replayed
-samples/s (= updates/s x B x T, the quantity DreamerV3's train ratio counts), imagination
-state-steps/s (policy + prior rollout of imag_horizon steps from every B*T start, forward
-only), compile seconds of the update, and peak memory (device peak bytes where the backend
-reports them; on CPU the process's peak RSS so far, so later sizes include earlier ones).
+update on a replay batch of batch_size x batch_length, DreamerV3's and STORM's default
+16 x 64), replayed samples/s (= updates/s x B x T, the quantity DreamerV3's train ratio
+counts), imagination state-steps/s (policy + prior rollout of imag_horizon steps from every
+B*T start for the Dreamers; for STORM from imag_batch starts after the burn-in), compile
+seconds of the update, and peak memory (device peak bytes where the backend reports them; on
+CPU the process's peak RSS so far, so later sizes include earlier ones). STORM adds the
+world-model update alone (the paper's "world model training" step) and imagined frames/s
+with the KV cache against recomputing the full causal pass over all tokens at every step.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.models.rssm import make_world_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dreamerv3", "dreamerv1 | dreamerv2 | dreamerv3")
-flags.DEFINE_list("sizes", ["debug", "XS", "S"], "model sizes (DreamerV3 Table B.1 names)")
+flags.DEFINE_string("method", "dreamerv3", "dreamerv1 | dreamerv2 | dreamerv3 | storm")
+flags.DEFINE_list("sizes", None, "model sizes: DreamerV3 Table B.1 names (default debug,XS,S) "
+                  "or, for STORM, debug and paper (default)")
 flags.DEFINE_enum("obs", "image", ["image", "vector"], "64x64x3 uint8 frames or a 4-d vector")
 flags.DEFINE_integer("batch_size", 16, "replay batch size B")
 flags.DEFINE_integer("batch_length", 64, "replay sequence length T")
@@ -126,10 +131,106 @@ def measure(method: str, size: str, spec: EnvSpec, B: int, T: int, updates: int)
           "peak_memory_bytes": peak_memory_bytes()}
 
 
+def storm_config(size: str, precision: str):
+  """STORM's atari100k agent config at the paper's size or the debug one (paper imagination)."""
+  from experiments.configs import storm
+  agent = storm.get_config("atari100k").agent
+  if size == "debug":
+    storm.shrink_for_debug(agent)
+    agent.update(imag_batch=1024, imag_context=8, imag_horizon=16)
+  elif size != "paper":
+    raise app.UsageError(f"STORM sizes are 'debug' and 'paper', not {size!r}.")
+  if precision == "auto":
+    precision = "float32" if jax.default_backend() == "cpu" else agent.precision
+  agent.precision = precision
+  return agent
+
+
+def timed(fn, args, repeats: int) -> tuple[float, float, object]:
+  """(compile seconds, seconds per call after one warm-up call, last output) of jit(fn)(*args)."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  out = jax.block_until_ready(compiled(*args))
+  t0 = time.perf_counter()
+  for _ in range(repeats):
+    out = compiled(*args)
+  jax.block_until_ready(out)
+  return compile_s, (time.perf_counter() - t0) / repeats, out
+
+
+def measure_storm(size: str, spec: EnvSpec, B: int, T: int, updates: int) -> dict:
+  """STORM at `size`: full update, world-model update, imagination with and without the cache."""
+  from wm_jax.agents.actor_critic import make_optimizer
+  from wm_jax.agents.dreamer import world_model_step
+  from wm_jax.agents.storm import make_storm
+  from wm_jax.models.storm import StormNet, make_storm_model
+
+  cfg = storm_config(size, FLAGS.precision)
+  agent = make_storm(cfg, spec)
+  state = agent.init(jax.random.key(0))
+  batch, key = fake_batch(spec, B, T), jax.random.key(1)
+  compile_s, update_s, (_, metrics) = timed(agent.update, (state, batch, key), updates)
+
+  wm = make_storm_model(cfg, spec)
+  opt = make_optimizer(cfg.model_opt)
+  wm_update = lambda p, o, b, k: world_model_step(wm, opt, p, o, b, k)[:3]
+  wm_compile_s, wm_update_s, _ = timed(
+      wm_update, (state["wm"], state["wm_opt"], batch, key), updates)
+
+  _, (_, out) = jax.jit(wm.loss)(state["wm"], batch, key)
+  start, _ = jax.jit(wm.imagination_starts)(state["wm"], out["stoch"], batch, key)
+  N, C, H = cfg.imag_batch, cfg.imag_context, cfg.imag_horizon
+  ac = make_actor_critic(wm.cfg, spec.act)
+  policy = lambda actor: lambda s, k: ac.policy.sample(
+      ac.actor_net.apply(actor, jnp.concatenate([s["deter"], s["stoch"]], -1)), k)
+
+  def cached(params, actor, start, key):
+    return wm.imagine(params, policy(actor), start, H, key)
+
+  def uncached(params, actor, start, key):
+    """The same rollout, recomputing the causal pass over all C + t tokens at every step."""
+    apply = lambda *a, method: wm.net.apply(params, *a, method=method)
+    L = C + H
+    tokens = jnp.zeros((N, L, cfg.transformer.width), jnp.float32)   # context left as zeros
+
+    def step(carry, k):
+      tokens, s, t = carry
+      k1, k2 = jax.random.split(k)
+      a = policy(actor)(s, k1)
+      tokens = jax.lax.dynamic_update_slice_in_dim(
+          tokens, apply(s["stoch"], a, method=StormNet.token)[:, None], t, 1)
+      every = apply(tokens, jnp.ones((1, L, L), bool), method=StormNet.sequence)
+      h = jax.lax.dynamic_index_in_dim(every, t, 1, keepdims=False)
+      s = {"deter": h, "stoch": wm._sample_prior(params, h, k2)}
+      return (tokens, s, t + 1), s
+
+    s0 = {"deter": start["deter"], "stoch": start["stoch"]}
+    return jax.lax.scan(step, (tokens, s0, C), jax.random.split(key, H))[1]
+
+  frames = {}
+  for name, fn in (("kv_cache", cached), ("no_cache", uncached)):
+    _, seconds, _ = timed(fn, (state["wm"], state["ac"]["actor"], start, key), updates)
+    frames[name] = round(N * H / seconds, 1)
+  params = sum(x.size for x in jax.tree.leaves((state["wm"], state["ac"]["actor"],
+                                                state["ac"]["critic"])))
+  return {"size": size, "precision": cfg.precision, "params": int(params),
+          "compile_s": round(compile_s, 2), "updates_per_s": round(1.0 / update_s, 4),
+          "update_s": round(update_s, 3), "world_model_update_s": round(wm_update_s, 3),
+          "world_model_compile_s": round(wm_compile_s, 2),
+          "replayed_samples_per_s": round(B * T / update_s, 1),
+          "imagined_frames_per_s": frames, "imagination": [N, C, H],
+          "model_loss": float(metrics["model_loss"]), "peak_memory_bytes": peak_memory_bytes()}
+
+
 def main(_):
   spec = spec_for(FLAGS.obs)
-  results = [measure(FLAGS.method, s, spec, FLAGS.batch_size, FLAGS.batch_length,
-                     FLAGS.updates) for s in FLAGS.sizes]
+  if FLAGS.method == "storm":
+    results = [measure_storm(s, spec, FLAGS.batch_size, FLAGS.batch_length, FLAGS.updates)
+               for s in FLAGS.sizes or ["paper"]]
+  else:
+    results = [measure(FLAGS.method, s, spec, FLAGS.batch_size, FLAGS.batch_length,
+                       FLAGS.updates) for s in FLAGS.sizes or ["debug", "XS", "S"]]
   device = jax.devices()[0]
   print(json.dumps({"method": FLAGS.method, "obs": FLAGS.obs,
                     "batch": [FLAGS.batch_size, FLAGS.batch_length],

@@ -88,3 +88,16 @@ def test_an_extra_mask_cuts_attention_across_an_episode_start():
   changed = x.at[:, :5].set(0.0)
   np.testing.assert_allclose(out[:, 5:], net.apply(params, changed, mask)[:, 5:], atol=1e-5)
   assert not np.allclose(out[:, 5:], net.apply(params, x)[:, 5:], atol=1e-3)
+
+
+def test_cache_keep_mask_hides_positions_from_later_tokens():
+  """Positions the cache does not keep are invisible: the step's output equals a cache that
+  never held them (up to the positions' embeddings), i.e. a fresh pass over the kept tokens."""
+  net, params, x = make()
+  step = lambda c, x_t: net.apply(params, c, x_t, method=CausalTransformer.step)
+  cache = net.apply(params, B, method=CausalTransformer.init_cache)
+  cache["keep"] = cache["keep"].at[:, :3].set(False)
+  _, ys = jax.lax.scan(step, cache, jnp.swapaxes(x[:, :6], 0, 1))
+  mask = jnp.broadcast_to((jnp.arange(6) >= 3)[None, None], (B, 6, 6)) | jnp.eye(6, dtype=bool)
+  full = net.apply(params, x[:, :6], mask)
+  np.testing.assert_allclose(jnp.swapaxes(ys, 0, 1)[:, 3:], full[:, 3:], atol=2e-5, rtol=2e-5)

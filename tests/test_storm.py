@@ -90,12 +90,15 @@ def test_decoder_reads_the_latent_and_heads_read_the_transformer():
     assert g["decoder"] == 0 and g["prior"] == 0
 
 
-def test_cached_burn_in_equals_the_training_pass_over_the_same_window():
-  """The imagination start's h after `imag_context` cached steps equals the full causal
-  pass over the same tokens (one possible window: T = C + 1), to 1e-5."""
+@pytest.mark.parametrize("start_at", [0, 2], ids=["one-episode", "across-an-episode-start"])
+def test_cached_burn_in_equals_the_training_pass_over_the_same_window(start_at):
+  """The imagination start's h after `imag_context` cached steps equals the full causal pass
+  over the same tokens (one possible window: T = C + 1), to 1e-5, also when the window
+  crosses an episode start (the cache then keeps the earlier steps out of attention)."""
   wm, params = make()
   C = wm.cfg.imag_context
   batch = replay_batch(VEC, B=1, T=C + 1)
+  batch["is_first"] = batch["is_first"].at[:, start_at].set(True)
   _, (_, out) = wm.loss(params, batch, jax.random.key(0))
   start, cont = wm.imagination_starts(params, out["stoch"], batch, jax.random.key(1))
   action = encode_action(VEC.act, batch["action"])
@@ -104,6 +107,9 @@ def test_cached_burn_in_equals_the_training_pass_over_the_same_window():
   np.testing.assert_allclose(start["deter"], jnp.broadcast_to(h, start["deter"].shape),
                              atol=1e-5, rtol=1e-5)
   assert int(start["cache"]["pos"]) == C and np.all(np.asarray(cont) == 1.0)
+  if start_at:
+    whole = wm.observe(params, out["stoch"][:, :C], action[:, 1:], batch["is_first"][:, :1])
+    assert not np.allclose(h, whole[:, -1], atol=1e-3)   # the mask did change the result
 
 
 def test_outputs_ignore_later_frames_and_earlier_episodes():
@@ -122,14 +128,14 @@ def test_outputs_ignore_later_frames_and_earlier_episodes():
                          h[:, 5:], atol=1e-3)
 
 
-def test_starts_skip_windows_across_episode_starts_and_terminal_frames_stop():
+def test_starts_never_end_on_a_reset_and_terminal_frames_stop():
   wm, params = make()
   C = wm.cfg.imag_context
   batch = replay_batch(VEC, B=1, T=C + 1)
   z = wm.posterior(params, {"vector": batch["vector"]}, jax.random.key(0))[1]
-  crossing = dict(batch, is_first=batch["is_first"].at[:, 2].set(True))
-  _, cont = wm.imagination_starts(params, z, crossing, jax.random.key(1))
-  assert np.all(np.asarray(cont) == 0.0)      # the only window crosses an episode start
+  reset = dict(batch, is_first=batch["is_first"].at[:, C].set(True))
+  _, cont = wm.imagination_starts(params, z, reset, jax.random.key(1))
+  assert np.all(np.asarray(cont) == 0.0)      # the only window's next frame is a reset
   terminal = dict(batch, is_terminal=batch["is_terminal"].at[:, C].set(True))
   _, cont = wm.imagination_starts(params, z, terminal, jax.random.key(1))
   assert np.all(np.asarray(cont) == 0.0)      # the start frame is terminal

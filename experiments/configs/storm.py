@@ -108,10 +108,10 @@ def shrink_for_debug(agent: ml_collections.ConfigDict) -> None:
   """Turns a STORM agent config into a tiny float32 model for tests and CPU smoke runs, in place."""
   agent.precision = "float32"
   agent.stoch, agent.classes = 8, 8
-  agent.transformer.update(width=32, depth=1, heads=2, max_len=32)
+  agent.transformer.update(width=64, depth=1, heads=2)   # DreamerV3 debug: deter 64
   for net in (agent.encoder, agent.decoder):
-    net.update(units=32, layers=1, cnn_depth=8)
+    net.update(units=64, layers=1, cnn_depth=8)
   for net in (agent.reward_head, agent.term_head, agent.actor, agent.critic):
-    net.update(units=32, layers=1)
+    net.update(units=64, layers=1)
   agent.imag_batch, agent.imag_context, agent.imag_horizon = 32, 4, 8
   agent.act_context = 8

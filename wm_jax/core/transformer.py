@@ -30,7 +30,10 @@ import jax.numpy as jnp
 
 from wm_jax.core.nets import ACTIVATIONS, PARAM_DTYPE, dense
 
-Cache = dict  # 'k', 'v': [depth, B, max_len, heads, head_dim]; 'pos': [] int32, next position
+# 'k', 'v': [depth, B, max_len, heads, head_dim]; 'pos': [] int32, the next position;
+# 'keep': [B, max_len] bool, False for cached positions no later token may attend to (e.g. the
+# steps of a context window that belong to an earlier episode).
+Cache = dict
 
 
 def sinusoidal_positions(max_len: int, width: int) -> jax.Array:
@@ -134,17 +137,18 @@ class CausalTransformer(nn.Module):
     return self._out(x)
 
   def init_cache(self, batch: int) -> Cache:
-    """An empty cache for `batch` sequences: nothing written, next position 0."""
+    """An empty cache for `batch` sequences: nothing written, next position 0, every position kept."""
     shape = (self.depth, batch, self.max_len, self.heads, self.width // self.heads)
     return {"k": jnp.zeros(shape, self.dtype), "v": jnp.zeros(shape, self.dtype),
-            "pos": jnp.zeros((), jnp.int32)}
+            "pos": jnp.zeros((), jnp.int32), "keep": jnp.ones((batch, self.max_len), bool)}
 
   def step(self, cache: Cache, x: jax.Array) -> tuple[Cache, jax.Array]:
-    """One token x [B, D] at position cache['pos'] -> (cache with its keys/values, y [B, D])."""
+    """One token x [B, D] at position cache['pos'] -> (cache with its keys/values, y [B, D]); it attends to the written positions that cache['keep'] keeps, and always to itself."""
     pos = cache["pos"]
     h = self._embed(x, jax.lax.dynamic_index_in_dim(self.pos_embed, pos, keepdims=False))
     h = h[:, None]                                                      # [B, 1, D]
-    seen = (jnp.arange(self.max_len) <= pos)[None]                      # [1, max_len]
+    written = jnp.arange(self.max_len) <= pos
+    seen = (written & (cache["keep"] | (jnp.arange(self.max_len) == pos)))[:, None]  # [B, 1, L]
     ks, vs = [], []
     for i, block in enumerate(self.blocks):
       q, k, v = block.qkv(h)
@@ -153,5 +157,5 @@ class CausalTransformer(nn.Module):
       h = block.finish(h, attend(q, k_all, v_all, seen))
       ks.append(k_all)
       vs.append(v_all)
-    new = {"k": jnp.stack(ks), "v": jnp.stack(vs), "pos": pos + 1}
+    new = {"k": jnp.stack(ks), "v": jnp.stack(vs), "pos": pos + 1, "keep": cache["keep"]}
     return new, self._out(h)[:, 0]

@@ -250,37 +250,46 @@ class StormModel:
                          ) -> tuple[State, jax.Array]:
     """Burn-in (paper sec. 3.3): `imag_batch` windows of `imag_context` steps drawn from the batch's posterior samples z [B, T, S*K], run through the KV cache -> (start {'deter' h_e, 'stoch' z^_{e+1} ~ p(z | h_e), 'cache'} [N], start continuation [N]).
 
-    Windows that cross an episode start are not drawn (weight 0 if the batch has none left);
-    a start on a terminal frame gets continuation 0.
+    A window may cross an episode start: its steps before the start stay in the cache but are
+    never attended to (cache['keep']). Windows whose next frame starts an episode are not
+    drawn (their last action is a reset placeholder); a start on a terminal frame gets
+    continuation 0.
     """
     c = self.cfg
     C, N = c.imag_context, c.imag_batch
     B, T = batch["is_first"].shape
     E = T - C                                        # window ends e = C-1 .. T-2 per row
-    firsts = jnp.cumsum(batch["is_first"].astype(jnp.int32), 1)
     ends = jnp.arange(C - 1, T - 1)
-    clean = (firsts[:, ends + 1] - firsts[:, ends + 1 - C]) == 0        # [B, E]
-    k_pick, k_burn, k_prior = jax.random.split(key, 3)
-    flat = jax.random.categorical(k_pick, jnp.where(clean.reshape(-1), 0.0, -jnp.inf), shape=(N,))
+    drawable = ~batch["is_first"][:, ends + 1]                          # [B, E]
+    k_pick, k_prior = jax.random.split(key)
+    flat = jax.random.categorical(k_pick, jnp.where(drawable.reshape(-1), 0.0, -jnp.inf),
+                                  shape=(N,))
     row, end = flat // E, flat % E + C - 1
-    action = encode_action(self.spec.act, batch["action"])
     take = lambda x, first: jax.vmap(
         lambda b, s: jax.lax.dynamic_slice_in_dim(x[b], s, C, 0))(row, first)
+    episode = jnp.cumsum(batch["is_first"].astype(jnp.int32), 1)
+    ctx_episode = take(episode, end - C + 1)                            # [N, C]
     ctx_stoch = take(stoch, end - C + 1)                # z_{e-C+1..e}       [N, C, S*K]
-    ctx_action = take(action, end - C + 2)              # a taken at each z  [N, C, A]
-    tokens = self._apply(params, ctx_stoch, self._token_action(ctx_action),
-                         method=StormNet.token)
-
-    def burn(cache, token):
-      return self._apply(params, cache, token, method=StormNet.step)
-
-    cache = self._apply(params, N, method=StormNet.init_cache)
-    cache, hs = jax.lax.scan(burn, cache, jnp.swapaxes(tokens, 0, 1))
-    h = hs[-1]
+    ctx_action = take(encode_action(self.spec.act, batch["action"]), end - C + 2)  # a at each z
+    cache, h = self.burn_in(params, ctx_stoch, ctx_action,
+                            ctx_episode == ctx_episode[:, -1:])
     z = self._sample_prior(params, h, k_prior)
     terminal = batch["is_terminal"][row, end + 1].astype(jnp.float32)
-    start_cont = clean.reshape(-1)[flat].astype(jnp.float32) * (1.0 - terminal)
+    start_cont = drawable.reshape(-1)[flat].astype(jnp.float32) * (1.0 - terminal)
     return {"deter": h, "stoch": z, "cache": cache}, start_cont
+
+  def burn_in(self, params, stoch: jax.Array, action: jax.Array, keep: jax.Array):
+    """Context z [N, C, S*K], a [N, C, A], keep [N, C] (False: not part of the current episode) -> (KV cache after C cached steps, h [N, D] of the last step)."""
+    N, C = keep.shape
+    tokens = self._apply(params, stoch, self._token_action(action), method=StormNet.token)
+    cache = self._apply(params, N, method=StormNet.init_cache)
+    cache["keep"] = cache["keep"].at[:, :C].set(keep)
+
+    def step(cache, token):
+      return self._apply(params, cache, token, method=StormNet.step)
+
+    cache, hs = jax.lax.scan(step, cache, jnp.swapaxes(tokens, 0, 1))
+    return cache, hs[-1]
 
   def _sample_prior(self, params, h: jax.Array, key: jax.Array) -> jax.Array:
     """h [N, D] -> straight-through sample z^ [N, S*K] of p(z | h)."""

@@ -1,0 +1,130 @@
+"""STORM's world-model update here and in the official PyTorch code, side by side on this machine.
+
+  git clone <STORM's public repository (weipu-zhang/STORM)> /tmp/storm_src
+  python3 -m venv /tmp/storm_venv
+  /tmp/storm_venv/bin/pip install torch==2.13.0 einops numpy tensorboardX yacs
+  python -m benchmarks.storm_official --official_python=/tmp/storm_venv/bin/python \\
+      --official_src=/tmp/storm_src [--rounds=5] [--updates=3]
+
+The official side runs `WorldModel.update` (sub_models/world_models.py, imported from
+--official_src, none of its code copied here) in its own venv, in float32 on the CPU (its
+autocast and GradScaler are CUDA-only and switch themselves off without a GPU). Ours runs
+`world_model_step` of wm_jax/models/storm.py at the same dimensions: the paper config
+(32 x 32 latents, CNN 32-256 channels, Transformer 2 x 512 x 8 heads), batch 16 x 64 of 64 x 64
+RGB frames, 6 actions, float32. Rounds interleave the two (official, then ours, `--rounds`
+times, each timing `--updates` updates after a warm-up), and the JSON gives every round's
+seconds per update, the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("official_python", None, "Python of a venv with torch, einops, tensorboardX, yacs")
+flags.DEFINE_string("official_src", None, "checkout of STORM's repository")
+flags.DEFINE_integer("rounds", 5, "interleaved rounds (official, ours)")
+flags.DEFINE_integer("updates", 3, "timed updates per round and side, after one warm-up")
+flags.DEFINE_integer("batch_size", 16, "B")
+flags.DEFINE_integer("batch_length", 64, "T")
+flags.DEFINE_integer("actions", 6, "discrete actions")
+
+# Runs in the official venv: builds STORM's WorldModel at the paper config and times update().
+OFFICIAL = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import torch
+from sub_models.world_models import WorldModel
+B, T, A, n = (int(x) for x in sys.argv[2:6])
+torch.manual_seed(0)
+model = WorldModel(in_channels=3, action_dim=A, transformer_max_length=64,
+                   transformer_hidden_dim=512, transformer_num_layers=2, transformer_num_heads=8)
+model.use_amp = False
+obs = torch.rand(B, T, 3, 64, 64)
+action = torch.randint(0, A, (B, T))
+reward = torch.randn(B, T)
+termination = torch.zeros(B, T)
+model.update(obs, action, reward, termination)
+t0 = time.perf_counter()
+for _ in range(n):
+  model.update(obs, action, reward, termination)
+print(json.dumps({"update_s": (time.perf_counter() - t0) / n, "torch": torch.__version__,
+                  "threads": torch.get_num_threads(),
+                  "params": sum(p.numel() for p in model.parameters())}))
+"""
+
+
+def official_round() -> dict:
+  out = subprocess.run([FLAGS.official_python, "-c", OFFICIAL, FLAGS.official_src,
+                        str(FLAGS.batch_size), str(FLAGS.batch_length), str(FLAGS.actions),
+                        str(FLAGS.updates)], capture_output=True, text=True)
+  if out.returncode:
+    raise app.UsageError(f"The official STORM run failed (check --official_python and "
+                         f"--official_src): {out.stderr.strip().splitlines()[-1]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def our_update():
+  """(jitted world-model step, its arguments) of wm_jax's STORM at the paper config, float32."""
+  import jax
+
+  from benchmarks.train_speed import fake_batch
+  from experiments.configs import storm
+  from wm_jax.agents.actor_critic import make_optimizer
+  from wm_jax.agents.dreamer import world_model_step
+  from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
+  from wm_jax.models.storm import make_storm_model
+
+  spec = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")},
+                 act=ActionSpec(True, num_actions=FLAGS.actions))
+  cfg = storm.get_config("atari100k").agent
+  cfg.precision = "float32"
+  wm = make_storm_model(cfg, spec)
+  opt = make_optimizer(cfg.model_opt)
+  params = wm.init(jax.random.key(0))
+  args = (params, opt.init(params), fake_batch(spec, FLAGS.batch_size, FLAGS.batch_length),
+          jax.random.key(1))
+  t0 = time.perf_counter()
+  step = jax.jit(lambda p, o, b, k: world_model_step(wm, opt, p, o, b, k)[:3])
+  step = step.lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  jax.block_until_ready(step(*args))
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+  return step, args, compile_s, int(n_params)
+
+
+def main(_):
+  if not FLAGS.official_python or not FLAGS.official_src:
+    raise app.UsageError("Give --official_python and --official_src (see the module docstring).")
+  import jax
+  import numpy as np
+  step, args, compile_s, n_params = our_update()
+  official, ours = [], []
+  for _ in range(FLAGS.rounds):
+    official.append(official_round())
+    t0 = time.perf_counter()
+    for _ in range(FLAGS.updates):
+      out = step(*args)
+    jax.block_until_ready(out)
+    ours.append((time.perf_counter() - t0) / FLAGS.updates)
+  off_s = [r["update_s"] for r in official]
+  print(json.dumps({
+      "what": "STORM world-model update (loss, gradients, Adam step), float32, CPU",
+      "batch": [FLAGS.batch_size, FLAGS.batch_length], "actions": FLAGS.actions,
+      "official": {"seconds_per_update": [round(s, 3) for s in off_s],
+                   "median": round(float(np.median(off_s)), 3), "torch": official[0]["torch"],
+                   "threads": official[0]["threads"], "params": official[0]["params"]},
+      "wm_jax": {"seconds_per_update": [round(s, 3) for s in ours],
+                 "median": round(float(np.median(ours)), 3), "compile_s": round(compile_s, 1),
+                 "jax": jax.__version__, "params": n_params},
+      "speedup_median": round(float(np.median(off_s) / np.median(ours)), 2),
+      "device": jax.devices()[0].device_kind}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)
