@@ -253,3 +253,32 @@ def test_eight_device_update_equals_one_device_update():
   out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT], capture_output=True,
                        text=True, timeout=600)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_sweeps_take_storm_runs_beside_other_methods(tmp_path):
+  from experiments import sweep
+  storm_config = os.path.join(ROOT, "experiments/configs/storm.py:atari100k")
+  random_config = os.path.join(ROOT, "experiments/configs/random.py:atari100k")
+  jobs = sweep.make_jobs([storm_config, random_config], "pong", 2, str(tmp_path), [], "m")
+  assert [j.name for j in jobs] == ["storm/Pong/seed0", "storm/Pong/seed1",
+                                    "random/Pong/seed0", "random/Pong/seed1"]
+
+
+def test_env_interface_step_continues_the_context_like_the_training_pass():
+  """reset_from(context) + step(a) reads the same h as the full causal pass over the context's
+  tokens and [z_{C-1}, a]: the reward and continuation it returns are those of that h."""
+  wm, params = make()
+  C = 4
+  batch = replay_batch(VEC, B=2, T=C)
+  key = jax.random.key(3)
+  sim = wm.reset_from(params, {"vector": batch["vector"], "action": batch["action"]}, key)
+  new_action = jnp.array([1, 0])
+  sim, obs, reward, cont = wm.step(params, sim, new_action, jax.random.key(4))
+  chex.assert_shape([obs["vector"], reward, cont], [(2,) + VEC.obs["vector"].shape, (2,), (2,)])
+  _, z = wm.posterior(params, {"vector": batch["vector"]}, key)
+  actions = jnp.concatenate([batch["action"][:, 1:], new_action[:, None]], 1)
+  h = wm.observe(params, z, encode_action(VEC.act, actions), batch["is_first"])[:, -1]
+  feat = jnp.concatenate([h, sim["stoch"]], -1)
+  np.testing.assert_allclose(reward, wm.reward(params, feat), atol=1e-4, rtol=1e-4)
+  np.testing.assert_array_equal(cont, wm.cont(params, feat))
+  assert int(sim["cache"]["pos"]) == C

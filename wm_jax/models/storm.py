@@ -281,8 +281,10 @@ class StormModel:
   def burn_in(self, params, stoch: jax.Array, action: jax.Array, keep: jax.Array):
     """Context z [N, C, S*K], a [N, C, A], keep [N, C] (False: not part of the current episode) -> (KV cache after C cached steps, h [N, D] of the last step)."""
     N, C = keep.shape
-    tokens = self._apply(params, stoch, self._token_action(action), method=StormNet.token)
     cache = self._apply(params, N, method=StormNet.init_cache)
+    if C == 0:
+      return cache, jnp.zeros((N, self.cfg.transformer.width), jnp.float32)
+    tokens = self._apply(params, stoch, self._token_action(action), method=StormNet.token)
     cache["keep"] = cache["keep"].at[:, :C].set(keep)
 
     def step(cache, token):
@@ -315,6 +317,34 @@ class StormModel:
     states = jax.tree.map(lambda s, x: jnp.concatenate([s[None], x], 0), first, states)
     swap = lambda x: jnp.swapaxes(x, 0, 1)
     return jax.tree.map(swap, states), swap(actions)
+
+
+  # ------------------------------------------------------------------ the world model as env
+  def reset_from(self, params, context: dict, key: jax.Array) -> State:
+    """Real context {'image' uint8 [N, C, 64, 64, 3] and/or 'vector', 'action' [N, C] or [N, C, A] (led to each frame)} of one episode -> sim state {'cache' after C - 1 steps, 'stoch' z_{C-1}} at its last frame; `step` takes C - 1 + steps <= max_len."""
+    obs = {k: context[k] for k in ("image", "vector") if k in context}
+    _, stoch = self.posterior(params, obs, key)                         # [N, C, S*K]
+    action = encode_action(self.spec.act, context["action"])
+    cache, _ = self.burn_in(params, stoch[:, :-1], action[:, 1:],
+                            jnp.ones(stoch.shape[:1] + (stoch.shape[1] - 1,), bool))
+    return {"cache": cache, "stoch": stoch[:, -1]}
+
+  def step(self, params, sim: State, action: jax.Array, key: jax.Array
+           ) -> tuple[State, dict, jax.Array, jax.Array]:
+    """Sim state [N], env action [N] or [N, A] -> (sim state, decoded next observation {'image' float32 [N, 64, 64, C] in [0, 1] and/or 'vector'}, reward [N], cont [N]): one cached Transformer step and a prior sample (paper sec. 3.3)."""
+    token = self._apply(params, sim["stoch"],
+                        self._token_action(encode_action(self.spec.act, action)),
+                        method=StormNet.token)
+    cache, h = self._apply(params, sim["cache"], token, method=StormNet.step)
+    stoch = self._sample_prior(params, h, key)
+    obs = self._apply(params, stoch, method=StormNet.decode)
+    if "image" in obs:
+      obs["image"] = jnp.clip(obs["image"] + 0.5, 0.0, 1.0)
+    if "vector" in obs:
+      obs["vector"] = losses.symexp(obs["vector"])
+    feat = jnp.concatenate([h, stoch], -1)
+    return ({"cache": cache, "stoch": stoch}, obs, self.reward(params, feat),
+            self.cont(params, feat))
 
 
 def make_storm_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> StormModel:
