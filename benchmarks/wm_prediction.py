@@ -5,8 +5,9 @@
 A fixed dataset of real frames: sprite/reach (wm_jax/envs/sprite.py, 64 x 64 RGB) under a
 uniformly random policy, `--train_sequences` sequences of 64 steps to train on and
 `--test_sequences` held-out episodes of `--context + --horizon` steps. Each method's world
-model (its `debug` config, float32) is trained for `--updates` updates of `--batch_size` x
-`--batch_length` from that dataset only, then rolled out open loop through its env interface
+model (its `debug` config, float32; IRIS: tokenizer and world model trained together from the
+first update) is trained for `--updates` updates of `--batch_size` x `--batch_length` from
+that dataset only, then rolled out open loop through its env interface
 (`reset_from` the real context, then `step` with the real actions): per imagined step, the
 mean squared error (pixels in [0, 1]) and PSNR against the real frames, next to the
 copy-the-last-context-frame baseline (exact for every pixel the agent's moves leave alone).
@@ -91,7 +92,24 @@ def storm_model():
   return wm, params, opt.init(params), fit
 
 
-MODELS = {"storm": storm_model}
+def iris_model():
+  """(world model, params, opt states, jitted tokenizer + world-model step) of IRIS's debug config."""
+  from experiments.configs import iris
+  from wm_jax.agents.iris import IrisLearner
+  learner = IrisLearner(iris.get_config("debug").agent, SPEC)
+  params = learner.model.init(jax.random.key(FLAGS.seed))
+  opt = {name: learner.opts[name].init(params[name]) for name in params}
+
+  @jax.jit
+  def fit(params, opt, batch, key):
+    params, opt, tokenizer = learner.train_tokenizer(params, opt, batch, key)
+    params, opt, world_model = learner.train_world_model(params, opt, batch)
+    return params, opt, {**tokenizer, **world_model}
+
+  return learner.model, params, opt, fit
+
+
+MODELS = {"storm": storm_model, "iris": iris_model}
 
 
 def rollout(wm, params, test: dict, key: jax.Array) -> jax.Array:
