@@ -73,7 +73,7 @@ def our_update():
   """(jitted world-model step, its arguments) of wm_jax's STORM at the paper config, float32."""
   import jax
 
-  from benchmarks.train_speed import fake_batch
+  from benchmarks.batches import fake_batch
   from experiments.configs import storm
   from wm_jax.agents.actor_critic import make_optimizer
   from wm_jax.agents.dreamer import world_model_step

@@ -26,9 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks.batches import fake_batch, spec_for
+
 from wm_jax.agents.actor_critic import make_actor_critic
 from wm_jax.agents.dreamer import make_dreamer, resolve_agent_config
-from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
+from wm_jax.envs.base import EnvSpec
 from wm_jax.models.rssm import make_world_model
 
 FLAGS = flags.FLAGS
@@ -41,28 +43,6 @@ flags.DEFINE_integer("batch_length", 64, "replay sequence length T")
 flags.DEFINE_integer("updates", 5, "timed updates per size (after one warm-up)")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "auto: the config's precision on accelerators, float32 on CPU")
-
-
-def spec_for(obs: str) -> EnvSpec:
-  """Atari-like (64x64 RGB, 6 discrete actions) or CartPole-like (4-d vector, 2 actions)."""
-  if obs == "image":
-    return EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")},
-                   act=ActionSpec(True, num_actions=6))
-  return EnvSpec(obs={"vector": ArraySpec((4,), "float32")}, act=ActionSpec(True, num_actions=2))
-
-
-def fake_batch(spec: EnvSpec, B: int, T: int):
-  rng = np.random.default_rng(0)
-  batch = {"action": rng.integers(0, spec.act.num_actions, (B, T)).astype(np.int32),
-           "reward": rng.normal(size=(B, T)).astype(np.float32),
-           "is_first": np.zeros((B, T), bool), "is_last": np.zeros((B, T), bool),
-           "is_terminal": np.zeros((B, T), bool)}
-  if "image" in spec.obs:
-    batch["image"] = rng.integers(0, 255, (B, T, 64, 64, 3)).astype(np.uint8)
-  else:
-    batch["vector"] = rng.normal(size=(B, T, 4)).astype(np.float32)
-  batch["is_first"][:, 0] = True
-  return jax.tree.map(jnp.asarray, batch)
 
 
 def peak_memory_bytes() -> int:

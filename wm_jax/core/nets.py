@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 ACTIVATIONS = {"silu": nn.silu, "elu": nn.elu, "relu": nn.relu, "gelu": nn.gelu,
                "tanh": jnp.tanh}
@@ -89,7 +90,7 @@ class GRUCell(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-  """[..., 64, 64, C] float image in [-0.5, 0.5] -> [..., 16 * depth * mults[-1]]: stride-2 convs with depth*mults channels, LayerNorm + act, 64 -> 4x4, flattened (DreamerV3 App. B, "CNN multiplier" of Table B.1)."""
+  """[..., 64, 64, C] float image in [-0.5, 0.5] -> [..., 16 * depth * mults[-1]]: stride-2 convs (`DownConv`) with depth*mults channels, LayerNorm + act, 64 -> 4x4, flattened (DreamerV3 App. B, "CNN multiplier" of Table B.1)."""
   depth: int = 32
   mults: Sequence[int] = (1, 2, 4, 8)
   kernel: int = 4
@@ -102,15 +103,96 @@ class ConvEncoder(nn.Module):
     lead = x.shape[:-3]
     x = x.reshape((-1,) + x.shape[-3:]).astype(self.dtype)
     for i, m in enumerate(self.mults):
-      x = nn.Conv(self.depth * m, (self.kernel, self.kernel), strides=2, padding="SAME",
-                  use_bias=not self.norm, dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                  kernel_init=default_init, name=f"conv{i}")(x)
+      x = DownConv(self.depth * m, self.kernel, use_bias=not self.norm, dtype=self.dtype,
+                   name=f"conv{i}")(x)
       x = NormAct(self.act, self.norm, self.dtype, name=f"normact{i}")(x)
     return x.reshape(lead + (-1,))
 
 
+class DownConv(nn.Module):
+  """[N, H, W, Cin] -> [N, H/2, W/2, features]: exactly `nn.Conv(features, (k, k), strides=2,
+  padding='SAME')` (H, W even), same parameters, computed as one matmul over the k*k strided
+  slices (im2col); on XLA:CPU its weight gradient is much faster than the convolution's."""
+  features: int
+  kernel: int = 4
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Any = default_init
+
+  @nn.compact
+  def __call__(self, x):
+    k, f = self.kernel, self.features
+    w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], f), PARAM_DTYPE)
+    x, w = x.astype(self.dtype), w.astype(self.dtype)
+    N, H, W, _ = x.shape
+    front = (k - 2) // 2                  # 'SAME' for stride 2: k - 2 padding in all
+    xp = jnp.pad(x, ((0, 0), (front, k - 2 - front), (front, k - 2 - front), (0, 0)))
+    patches = jnp.concatenate([xp[:, a:a + H - 1:2, b:b + W - 1:2]
+                               for a in range(k) for b in range(k)], -1)
+    y = patches @ w.reshape(-1, f)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
+    return y
+
+
+def upconv_taps(kernel: int, phase: int) -> tuple[list[int], list[int]]:
+  """(kernel taps m, input offsets d) of output phase r of a stride-2 'SAME' transposed
+  convolution, out[2i + r] = sum over the pairs of x[i + d] * w[m] (lax.conv_transpose's
+  padding: the dilated input is padded by ceil(k / 2) in front, k - 1 for k <= 2)."""
+  front = kernel - 1 if kernel <= 2 else -(-kernel // 2)
+  taps = [m for m in range(kernel) if (m + phase - front) % 2 == 0]
+  return taps, [(m + phase - front) // 2 for m in taps]
+
+
+def upconv_layout(kernel: int) -> tuple[list[int], np.ndarray]:
+  """Input offsets [A] that any phase reads and, per (row offset, column offset, row phase,
+  column phase), the flat kernel tap m_row * k + m_col it uses there, or k * k for none:
+  int [A, A, 2, 2]."""
+  offsets = sorted({d for r in (0, 1) for d in upconv_taps(kernel, r)[1]})
+  index = np.full((len(offsets),) * 2 + (2, 2), kernel * kernel)
+  for r in (0, 1):
+    for c in (0, 1):
+      for m_r, d_r in zip(*upconv_taps(kernel, r)):
+        for m_c, d_c in zip(*upconv_taps(kernel, c)):
+          index[offsets.index(d_r), offsets.index(d_c), r, c] = m_r * kernel + m_c
+  return offsets, index
+
+
+class UpConv(nn.Module):
+  """[N, H, W, Cin] -> [N, 2H, 2W, features]: exactly `nn.ConvTranspose(features, (k, k),
+  strides=(2, 2), padding='SAME')`, same parameters, computed as one matmul of the input's
+  shifted slices (im2col over the 3 x 3 neighbourhood every phase reads) with the kernel laid
+  out per sub-pixel phase (zeros where a phase skips a tap). 2.25x the FLOPs of the transposed
+  convolution for k = 4, yet on XLA:CPU its gradient runs 5-12x faster at the decoder's inner
+  layers (measured in issue 8), where the transposed convolution's dominated the update."""
+  features: int
+  kernel: int = 4
+  use_bias: bool = True
+  dtype: Any = jnp.float32
+  kernel_init: Any = default_init
+
+  @nn.compact
+  def __call__(self, x):
+    k, f = self.kernel, self.features
+    N, H, W, cin = x.shape
+    w = self.param("kernel", self.kernel_init, (k, k, cin, f), PARAM_DTYPE)
+    x, w = x.astype(self.dtype), w.astype(self.dtype)
+    offsets, index = upconv_layout(k)
+    lo, hi = -offsets[0], offsets[-1]
+    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+    patches = jnp.concatenate([xp[:, lo + a:lo + a + H, lo + b:lo + b + W]
+                               for a in offsets for b in offsets], -1)   # [N, H, W, A*A*Cin]
+    taps = jnp.concatenate([w.reshape(k * k, cin, f), jnp.zeros((1, cin, f), w.dtype)])
+    phased = jnp.moveaxis(taps[index], 4, 2)                            # [A, A, Cin, 2, 2, f]
+    y = patches @ phased.reshape(-1, 4 * f)
+    y = y.reshape(N, H, W, 2, 2, f).transpose(0, 1, 3, 2, 4, 5).reshape(N, 2 * H, 2 * W, f)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
+    return y
+
+
 class ConvDecoder(nn.Module):
-  """[..., F] features -> [..., 64, 64, C] image mean in [-0.5, 0.5] units: Dense to 4x4 x depth*mults[-1], stride-2 transposed convs back to 64x64 (DreamerV3 App. B, mirror of ConvEncoder)."""
+  """[..., F] features -> [..., 64, 64, C] image mean in [-0.5, 0.5] units: Dense to 4x4 x depth*mults[-1], stride-2 transposed convs (`UpConv`) back to 64x64 (DreamerV3 App. B, mirror of ConvEncoder)."""
   channels: int = 3
   depth: int = 32
   mults: Sequence[int] = (1, 2, 4, 8)
@@ -128,14 +210,10 @@ class ConvDecoder(nn.Module):
     x = x.reshape((-1, res, res, self.depth * self.mults[-1]))
     x = NormAct(self.act, self.norm, self.dtype, name="normact_in")(x)
     for i, m in enumerate(reversed(self.mults[:-1])):
-      x = nn.ConvTranspose(self.depth * m, (self.kernel, self.kernel), strides=(2, 2),
-                           padding="SAME", use_bias=not self.norm, dtype=self.dtype,
-                           param_dtype=PARAM_DTYPE, kernel_init=default_init,
-                           name=f"deconv{i}")(x)
+      x = UpConv(self.depth * m, self.kernel, use_bias=not self.norm, dtype=self.dtype,
+                 name=f"deconv{i}")(x)
       x = NormAct(self.act, self.norm, self.dtype, name=f"normact{i}")(x)
-    x = nn.ConvTranspose(self.channels, (self.kernel, self.kernel), strides=(2, 2),
-                         padding="SAME", dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                         kernel_init=default_init, name="out")(x)
+    x = UpConv(self.channels, self.kernel, dtype=self.dtype, name="out")(x)
     return x.reshape(lead + x.shape[1:]).astype(jnp.float32)
 
 
