@@ -2,6 +2,7 @@
 
   python -m benchmarks.train_speed --method=dreamerv3 [--sizes=debug,XS,S] [--obs=image]
   python -m benchmarks.train_speed --method=storm [--sizes=debug,paper]
+  python -m benchmarks.train_speed --method=iris [--sizes=debug,paper]
 
 Prints one JSON object: per model size, the update rate (one world-model + actor-critic
 update on a replay batch of batch_size x batch_length, DreamerV3's and STORM's default
@@ -11,7 +12,10 @@ B*T start for the Dreamers; for STORM from imag_batch starts after the burn-in),
 seconds of the update, and peak memory (device peak bytes where the backend reports them; on
 CPU the process's peak RSS so far, so later sizes include earlier ones). STORM adds the
 world-model update alone (the paper's "world model training" step) and imagined frames/s
-with the KV cache against recomputing the full causal pass over all tokens at every step.
+with the KV cache against recomputing the full causal pass over all tokens at every step;
+IRIS adds each stage's update (tokenizer, world model, actor-critic) at its own batch
+(B x T of its config) and imagined frames/s (K + 1 tokens and one decode per frame) with and
+without the cache.
 """
 
 from __future__ import annotations
@@ -34,13 +38,16 @@ from wm_jax.envs.base import EnvSpec
 from wm_jax.models.rssm import make_world_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dreamerv3", "dreamerv1 | dreamerv2 | dreamerv3 | storm")
+flags.DEFINE_string("method", "dreamerv3", "dreamerv1 | dreamerv2 | dreamerv3 | storm | iris")
 flags.DEFINE_list("sizes", None, "model sizes: DreamerV3 Table B.1 names (default debug,XS,S) "
-                  "or, for STORM, debug and paper (default)")
+                  "or, for STORM, debug and paper (default paper), for IRIS debug and paper "
+                  "(default both)")
 flags.DEFINE_enum("obs", "image", ["image", "vector"], "64x64x3 uint8 frames or a 4-d vector")
 flags.DEFINE_integer("batch_size", 16, "replay batch size B")
 flags.DEFINE_integer("batch_length", 64, "replay sequence length T")
 flags.DEFINE_integer("updates", 5, "timed updates per size (after one warm-up)")
+flags.DEFINE_integer("iris_imagine_batch", 0, "IRIS: imagined sequences for the frames/s "
+                     "figures (0: the config's batch; the uncached rollout costs O(tokens^2))")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "auto: the config's precision on accelerators, float32 on CPU")
 
@@ -203,9 +210,80 @@ def measure_storm(size: str, spec: EnvSpec, B: int, T: int, updates: int) -> dic
           "model_loss": float(metrics["model_loss"]), "peak_memory_bytes": peak_memory_bytes()}
 
 
+def measure_iris(size: str, spec: EnvSpec, updates: int) -> dict:
+  """IRIS at `size` ('debug' or 'paper'), batch run.batch_size x run.batch_length of its config:
+  each stage's update, the full staged update, imagined frames/s with and without the cache."""
+  from experiments.configs import iris
+  from wm_jax.agents.iris import IrisLearner, make_iris
+  from wm_jax.models.iris import WorldModelNet
+
+  config = iris.get_config("debug" if size == "debug" else "atari100k")
+  if size not in ("debug", "paper"):
+    raise app.UsageError(f"IRIS sizes are 'debug' and 'paper', not {size!r}.")
+  cfg, run = config.agent, config.run
+  cfg.schedule.update(tokenizer_start=0, world_model_start=0, actor_critic_start=0)
+  if FLAGS.precision != "auto":
+    cfg.precision = FLAGS.precision
+  learner = IrisLearner(cfg, spec)
+  agent = make_iris(cfg, spec)
+  state = agent.init(jax.random.key(0))
+  batch, key = fake_batch(spec, run.batch_size, run.batch_length), jax.random.key(1)
+  compile_s, update_s, (_, metrics) = timed(agent.update, (state, batch, key), updates)
+  params, opt = state["params"], state["opt"]
+  stages = {}
+  for name, fn, args in (("tokenizer", learner.train_tokenizer, (params, opt, batch, key)),
+                         ("world_model", learner.train_world_model, (params, opt, batch)),
+                         ("actor_critic", learner.train_actor_critic, (params, opt, batch, key))):
+    stages[name] = round(timed(fn, args, updates)[1], 3)
+
+  model, K, H = learner.model, learner.model.K, cfg.actor_critic.horizon
+  N = FLAGS.iris_imagine_batch or run.batch_size
+  tokens = jnp.zeros((N, 1, K), jnp.int32)
+  actions = jnp.zeros((N, 1), jnp.int32)
+
+  def cached(params, key):
+    sim = model.reset_from_tokens(params, tokens, actions, jnp.zeros((N, 64, 64, 3)))
+    step = lambda sim, k: (model.step(params, sim, jnp.zeros((N,), jnp.int32), k)[0], None)
+    return jax.lax.scan(step, sim, jax.random.split(key, H))[0]["frame"]
+
+  def uncached(params, key):
+    """The same H frames, recomputing the causal pass over every token so far at each token."""
+    wm = params["world_model"]
+    apply = lambda *a, method: model.world_model.apply(wm, *a, method=method)
+    L = (H + 1) * (K + 1)
+    x = jnp.zeros((N, L, cfg.world_model.width), jnp.float32)
+    x = x.at[:, :K].set(apply(tokens[:, 0], method=WorldModelNet.embed_frame))
+
+    def token_step(carry, k):
+      x, t, frame_tokens = carry
+      h = jax.lax.dynamic_index_in_dim(apply(x, method=WorldModelNet.features), t - 1, 1, False)
+      new = jax.random.categorical(k, apply(h, method=WorldModelNet.obs_logits))
+      is_action = (t % (K + 1)) == K
+      emb = jnp.where(is_action, apply(jnp.zeros((N,), jnp.int32), method=WorldModelNet.embed_action),
+                      apply(new, method=WorldModelNet.embed_frame))
+      x = jax.lax.dynamic_update_slice_in_dim(x, emb[:, None].astype(x.dtype), t, 1)
+      return (x, t + 1, frame_tokens), new
+
+    _, new = jax.lax.scan(token_step, (x, K, tokens[:, 0]), jax.random.split(key, H * (K + 1)))
+    last = jnp.swapaxes(new[-K:], 0, 1)
+    return model.decode(params["tokenizer"], last)
+
+  frames = {}
+  for name, fn in (("kv_cache", cached), ("no_cache", uncached)):
+    frames[name] = round(N * H / timed(fn, (params, key), 1)[1], 1)
+  n_params = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in params.items()}
+  return {"size": size, "precision": cfg.precision, "params": n_params,
+          "batch": [run.batch_size, run.batch_length], "compile_s": round(compile_s, 2),
+          "update_s": round(update_s, 3), "stage_update_s": stages,
+          "imagined_frames_per_s": frames, "imagination": [N, H, K + 1],
+          "peak_memory_bytes": peak_memory_bytes()}
+
+
 def main(_):
   spec = spec_for(FLAGS.obs)
-  if FLAGS.method == "storm":
+  if FLAGS.method == "iris":
+    results = [measure_iris(s, spec, FLAGS.updates) for s in FLAGS.sizes or ["debug", "paper"]]
+  elif FLAGS.method == "storm":
     results = [measure_storm(s, spec, FLAGS.batch_size, FLAGS.batch_length, FLAGS.updates)
                for s in FLAGS.sizes or ["paper"]]
   else:

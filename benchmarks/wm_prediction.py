@@ -39,6 +39,8 @@ flags.DEFINE_integer("train_sequences", 256, "training sequences of 64 steps")
 flags.DEFINE_integer("test_sequences", 64, "held-out episodes")
 flags.DEFINE_integer("context", 8, "real frames before the open-loop rollout")
 flags.DEFINE_integer("horizon", 16, "imagined steps compared with the real ones")
+flags.DEFINE_float("lr", 0.0, "world-model learning rate(s), 0: each config's (1e-4 in both "
+                   "papers); the CPU budget's fewer updates want more")
 flags.DEFINE_integer("seed", 0, "seed")
 
 SPEC = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")}, act=ActionSpec(True, num_actions=5))
@@ -85,6 +87,7 @@ def storm_model():
   from experiments.configs import storm
   from wm_jax.models.storm import make_storm_model
   cfg = storm.get_config("debug").agent
+  cfg.model_opt.lr = FLAGS.lr or cfg.model_opt.lr
   wm = make_storm_model(cfg, SPEC)
   opt = make_optimizer(cfg.model_opt)
   params = wm.init(jax.random.key(FLAGS.seed))
@@ -96,7 +99,10 @@ def iris_model():
   """(world model, params, opt states, jitted tokenizer + world-model step) of IRIS's debug config."""
   from experiments.configs import iris
   from wm_jax.agents.iris import IrisLearner
-  learner = IrisLearner(iris.get_config("debug").agent, SPEC)
+  cfg = iris.get_config("debug").agent
+  for opt in (cfg.tokenizer.opt, cfg.world_model.opt):
+    opt.lr = FLAGS.lr or opt.lr
+  learner = IrisLearner(cfg, SPEC)
   params = learner.model.init(jax.random.key(FLAGS.seed))
   opt = {name: learner.opts[name].init(params[name]) for name in params}
 
@@ -165,6 +171,7 @@ def main(_):
   print(json.dumps({
       "task": "sprite/reach, random policy", "context": FLAGS.context, "horizon": FLAGS.horizon,
       "updates": FLAGS.updates, "batch": [FLAGS.batch_size, FLAGS.batch_length],
+      "lr": FLAGS.lr or "config",
       "train_sequences": FLAGS.train_sequences, "test_sequences": FLAGS.test_sequences,
       "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "results": results},
       indent=1))

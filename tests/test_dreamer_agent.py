@@ -122,11 +122,13 @@ DATA_PARALLEL = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1]); sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from experiments.configs import dreamerv3
-    from wm_jax.agents.dreamer import make_dreamer
+    import importlib
+    from wm_jax.agents import make_agent
     from test_dreamer_agent import VEC, replay_batch
     assert jax.device_count() == 8
-    agent = make_dreamer(dreamerv3.get_config("debug").agent, VEC)
+    method = sys.argv[2]   # any method whose debug config runs on CartPole-like vectors
+    config = importlib.import_module(f"experiments.configs.{method}").get_config("debug")
+    agent = make_agent(method, config.agent, VEC)
     state, batch, key = agent.init(jax.random.key(0)), replay_batch(VEC, B=8), jax.random.key(1)
     one = jax.devices()[0]
     single = jax.jit(agent.update)(*jax.device_put((state, batch, key), one))
@@ -144,6 +146,6 @@ DATA_PARALLEL = textwrap.dedent("""
 def test_eight_device_update_equals_one_device_update():
   """The update averages over the global batch only, so sharding it over 8 (fake CPU)
   devices gives the 1-device result up to float reduction order."""
-  out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT], capture_output=True,
-                       text=True, timeout=600)
+  out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT, "dreamerv3"],
+                       capture_output=True, text=True, timeout=600)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]

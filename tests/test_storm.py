@@ -5,7 +5,6 @@ imagination contract, acting, the loop, 8 devices equal 1, and one-sentence conf
 import os
 import subprocess
 import sys
-import textwrap
 
 import chex
 import jax
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import storm
-from test_dreamer_agent import VEC, check_agent, replay_batch, step_obs
+from test_dreamer_agent import DATA_PARALLEL, VEC, check_agent, replay_batch, step_obs
 from wm_jax.agents.storm import make_storm
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
@@ -224,34 +223,9 @@ def test_runs_through_the_loop_and_resumes(tmp_path):
   assert again["agent_step"] == 600 and again["updates"] > counters["updates"]
 
 
-DATA_PARALLEL = textwrap.dedent("""
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    sys.path.insert(0, sys.argv[1]); sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-    import jax, numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from experiments.configs import storm
-    from wm_jax.agents.storm import make_storm
-    from test_dreamer_agent import VEC, replay_batch
-    assert jax.device_count() == 8
-    agent = make_storm(storm.get_config("debug").agent, VEC)
-    state, batch, key = agent.init(jax.random.key(0)), replay_batch(VEC, B=8), jax.random.key(1)
-    single = jax.jit(agent.update)(*jax.device_put((state, batch, key), jax.devices()[0]))
-    mesh = Mesh(np.asarray(jax.devices()), ("data",))
-    rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    multi = jax.jit(agent.update, in_shardings=(rep, shard, rep), out_shardings=(rep, rep))(
-        jax.device_put(state, rep), jax.device_put(batch, shard), jax.device_put(key, rep))
-    assert len(jax.tree.leaves(multi)[0].sharding.device_set) == 8
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(multi)):
-      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=2e-5)
-    print("OK")
-""")
-
-
 def test_eight_device_update_equals_one_device_update():
-  out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT], capture_output=True,
-                       text=True, timeout=600)
+  out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT, "storm"],
+                       capture_output=True, text=True, timeout=600)
   assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
 
 

@@ -267,6 +267,6 @@ def make_actor_critic(cfg, act_spec: ActionSpec) -> ActorCritic:
   """The actor-critic of a resolved agent config for actions `act_spec`."""
   dtype = DTYPES[cfg.precision]
   discrete = act_spec.discrete
-  size = act_spec.num_actions if discrete else act_spec.dim
+  size = act_spec.size
   return ActorCritic(cfg, act_spec, ActorNet(cfg.actor, size, discrete, dtype),
                      CriticNet(cfg.critic, dtype), Policy(cfg.actor, discrete))

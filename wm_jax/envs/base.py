@@ -56,6 +56,11 @@ class ActionSpec:
     return () if self.discrete else (self.dim,)
 
   @property
+  def size(self) -> int:
+    """Width of the model-format action: num_actions (one-hot) or dim."""
+    return self.num_actions if self.discrete else self.dim
+
+  @property
   def dtype(self) -> str:
     return "int32" if self.discrete else "float32"
 

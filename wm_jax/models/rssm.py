@@ -240,8 +240,7 @@ class WorldModel:
   # ------------------------------------------------------------------ sizes and actions
   @property
   def action_size(self) -> int:
-    act = self.spec.act
-    return act.num_actions if act.discrete else act.dim
+    return self.spec.act.size
 
   @property
   def feat_size(self) -> int:

@@ -147,8 +147,7 @@ class StormModel:
 
   @property
   def action_size(self) -> int:
-    act = self.spec.act
-    return act.num_actions if act.discrete else act.dim
+    return self.spec.act.size
 
   @property
   def feat_size(self) -> int:
