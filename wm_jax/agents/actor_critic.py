@@ -1,4 +1,9 @@
-"""Actor-critic learned on imagined trajectories of an RSSM world model (DreamerV1-V3).
+"""Actor-critic learned on imagined trajectories of a world model (DreamerV1-V3; STORM).
+
+Any world model with `imagine(params, policy, start, horizon, key) -> (states [N, H+1],
+actions [N, H])` whose states hold 'deter' and 'stoch' (the feature is their concatenation,
+`feat_of`), and `reward` / `cont` of that feature, can be learned in: the RSSM
+(wm_jax/models/rssm.py) and STORM (wm_jax/models/storm.py, s_t = [h_{t-1}, z_t]).
 
 DreamerV3 (arXiv:2301.04104 v1, sec. "Actor critic learning") defaults: horizon 15,
 gamma = 1 - 1/333, lambda 0.95, REINFORCE for discrete actions with advantages divided by

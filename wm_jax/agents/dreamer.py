@@ -55,6 +55,14 @@ def _get(cfg, path):
   return cfg
 
 
+def check_choices(agent: ml_collections.ConfigDict, choices: dict) -> None:
+  """One sentence for the first field (dotted path under `agent`) whose value is not among its choices."""
+  for path, allowed in choices.items():
+    if _get(agent, path) not in allowed:
+      raise RunConfigError(f"agent.{path}={_get(agent, path)!r} is not one of "
+                           f"{', '.join(allowed)}.")
+
+
 def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Checks the agent config and fills size-derived fields left unset from SIZES[agent.size]; raises one sentence on an impossible setting."""
   if agent.size not in SIZES:
@@ -62,10 +70,7 @@ def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.Con
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     raise UnknownNameError(f"Unknown agent.size {agent.size!r}: {hint}choose one of "
                            f"{', '.join(SIZES)} (DreamerV3 Table B.1).")
-  for path, choices in _CHOICES.items():
-    if _get(agent, path) not in choices:
-      raise RunConfigError(f"agent.{path}={_get(agent, path)!r} is not one of "
-                           f"{', '.join(choices)}.")
+  check_choices(agent, _CHOICES)
   if (agent.kl.kind == "gaussian") != (agent.rssm.classes == 0):
     raise RunConfigError("agent.kl.kind='gaussian' goes with Gaussian latents "
                          "(agent.rssm.classes=0) and the other kinds with classes > 0.")

@@ -16,7 +16,7 @@ import ml_collections
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
 from wm_jax.agents.base import Agent
-from wm_jax.agents.dreamer import to_env_action, world_model_step
+from wm_jax.agents.dreamer import check_choices, to_env_action, world_model_step
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.rssm import feat_of
@@ -28,18 +28,9 @@ _CHOICES = {"precision": ("float32", "bfloat16"), "term_head.imagine": ("mode", 
             "transformer.positions": ("learned", "sinusoidal")}
 
 
-def _get(cfg, path):
-  for part in path.split("."):
-    cfg = cfg[part]
-  return cfg
-
-
 def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
   """Start-up check (wm_jax.train.validate): one sentence on an impossible STORM config, including the run's sequence length against the Transformer's context."""
-  for path, choices in _CHOICES.items():
-    if _get(agent, path) not in choices:
-      raise RunConfigError(f"agent.{path}={_get(agent, path)!r} is not one of "
-                           f"{', '.join(choices)}.")
+  check_choices(agent, _CHOICES)
   t = agent.transformer
   if t.width % t.heads:
     raise RunConfigError(f"agent.transformer.width={t.width} does not split over "
