@@ -463,8 +463,16 @@ class IrisModel:
 
   def reset_from_tokens(self, params, tokens: jax.Array, actions: jax.Array, frame: jax.Array,
                         is_first: jax.Array | None = None) -> SimState:
-    """`reset_from` on already encoded frames: tokens [B, C, K], actions [B, C] (led to each frame), frame [B, 64, 64, 3] = decode(tokens[:, -1]), is_first [B, C] or None -> sim state."""
+    """`reset_from` on already encoded frames: tokens [B, C, K], actions [B, C] (led to each frame), frame [B, 64, 64, 3] = decode(tokens[:, -1]), is_first [B, C] or None -> sim state.
+
+    Only the last `world_model.context - 1` frames are kept, so that the cache has room for
+    the next step (a longer context would not fit it).
+    """
     wm = params["world_model"]
+    keep_frames = self.cfg.world_model.context - 1
+    tokens, actions = tokens[:, -keep_frames:], actions[:, -keep_frames:]
+    if is_first is not None:
+      is_first = is_first[:, -keep_frames:]
     B, C = tokens.shape[:2]
     x = self.sequence(wm, tokens, jnp.roll(actions, -1, axis=1))[:, :-1]   # no a_{C-1}
     cache = self.world_model.apply(wm, B, method=WorldModelNet.init_cache)
