@@ -80,6 +80,12 @@ def embed_observation(module: nn.Module, obs: dict, symlog_inputs: bool) -> jax.
   return jnp.concatenate(parts, -1).astype(jnp.float32)
 
 
+def decode_observation(module: nn.Module, x: jax.Array) -> dict:
+  """[..., F] -> {'image': `module.dec_image(x)`, 'vector': `module.dec_vector(x)`} for the decoders the module has."""
+  return {key: getattr(module, f"dec_{key}")(x) for key in ("image", "vector")
+          if hasattr(module, f"dec_{key}")}
+
+
 def preprocess_image(image: jax.Array) -> jax.Array:
   """uint8 [..., 64, 64, C] -> float32 in [-0.5, 0.5], only ever inside jit (DreamerV1-V3 image scaling)."""
   return image.astype(jnp.float32) / 255.0 - 0.5
@@ -195,12 +201,7 @@ class WorldModelNet(nn.Module):
 
   def decode(self, feat: jax.Array) -> dict:
     """[..., F] -> {'image': [..., 64, 64, C] mean in [-0.5, 0.5], 'vector': [..., D] (symlog space in DreamerV3)}."""
-    out = {}
-    if "image" in dict(self.obs_shapes):
-      out["image"] = self.dec_image(feat)
-    if "vector" in dict(self.obs_shapes):
-      out["vector"] = self.dec_vector(feat)
-    return out
+    return decode_observation(self, feat)
 
   def reward_out(self, feat: jax.Array) -> jax.Array:
     """[..., F] -> [..., bins] twohot logits (DreamerV3) or [...] reward mean (DreamerV1/V2)."""

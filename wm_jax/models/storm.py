@@ -39,8 +39,8 @@ from wm_jax.core.distributions import TwoHotSymlog, sample_onehot_st, unimix_log
 from wm_jax.core.nets import MLP, PARAM_DTYPE, ConvDecoder, ConvEncoder, Head, dense
 from wm_jax.core.transformer import CausalTransformer
 from wm_jax.envs.base import EnvSpec
-from wm_jax.models.rssm import (DTYPES, clip_action, embed_observation, encode_action,
-                                preprocess_image)
+from wm_jax.models.rssm import (DTYPES, clip_action, decode_observation, embed_observation,
+                                encode_action, preprocess_image)
 
 State = dict  # 'deter' h [..., D], 'stoch' z [..., S*K]; imagination starts add 'cache'.
 sg = jax.lax.stop_gradient
@@ -115,13 +115,7 @@ class StormNet(nn.Module):
 
   def decode(self, stoch: jax.Array) -> dict:
     """z [..., S*K] -> {'image': [..., 64, 64, C] in [-0.5, 0.5] units, 'vector': [..., D] (symlog)}."""
-    shapes = dict(self.obs_shapes)
-    out = {}
-    if "image" in shapes:
-      out["image"] = self.dec_image(stoch)
-    if "vector" in shapes:
-      out["vector"] = self.dec_vector(stoch)
-    return out
+    return decode_observation(self, stoch)
 
   def reward_out(self, h: jax.Array) -> jax.Array:
     """[..., D] -> [..., bins] twohot symlog reward logits."""
