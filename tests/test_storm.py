@@ -18,7 +18,7 @@ from wm_jax.agents.storm import make_storm
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.rssm import encode_action
-from wm_jax.models.storm import StormNet, make_storm_model
+from wm_jax.models.storm import make_storm_model
 from wm_jax.train import train, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
