@@ -9,12 +9,12 @@ stride-2 convolutions of kernel 4 down to 4x4, weights from a fan-average normal
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 ACTIVATIONS = {"silu": nn.silu, "elu": nn.elu, "relu": nn.relu, "gelu": nn.gelu,
                "tanh": jnp.tanh}
@@ -109,10 +109,55 @@ class ConvEncoder(nn.Module):
     return x.reshape(lead + (-1,))
 
 
+def _stride2_blocks(kernel: int, out_len: int) -> int:
+  """Row (or column) pairs of the padded input that a stride-2 window of `kernel` taps reads for `out_len` outputs."""
+  return out_len + (kernel - 1) // 2
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def stride2_patches(xp: jax.Array, kernel: int) -> jax.Array:
+  """[N, 2U, 2V, C] padded input -> patches [N, Ho, Wo, k, k, C], patches[:, i, j, a, b] =
+  xp[:, 2i + a, 2j + b] (im2col of a stride-2 window; U = Ho + (k - 1) // 2).
+
+  Read as pairs of rows and columns ("space to depth"), tap a of output i is the contiguous
+  slice at pair i + a // 2, phase a % 2; its custom gradient is `stride2_overlap_add`, which
+  writes every input element once (XLA's own transpose of the slices pads each tap to the full
+  input, k * k full-size writes)."""
+  N, H2, W2, C = xp.shape
+  half = (kernel - 1) // 2
+  Ho, Wo = H2 // 2 - half, W2 // 2 - half
+  pairs = xp.reshape(N, H2 // 2, 2, W2 // 2, 2, C)
+  taps = [jnp.stack([pairs[:, a // 2:a // 2 + Ho, a % 2, b // 2:b // 2 + Wo, b % 2]
+                     for b in range(kernel)], 3) for a in range(kernel)]
+  return jnp.stack(taps, 3)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def stride2_overlap_add(cols: jax.Array, kernel: int) -> jax.Array:
+  """patches [N, Ho, Wo, k, k, C] -> [N, 2U, 2V, C], out[:, 2i + a, 2j + b] += cols[:, i, j, a, b]
+  (col2im: the transpose of `stride2_patches`, its custom gradient in turn). Each output phase
+  (row and column parity) is one sum of the k * k / 4 taps that land on it."""
+  N, Ho, Wo, k, _, C = cols.shape
+  U, V = _stride2_blocks(k, Ho), _stride2_blocks(k, Wo)
+  shifted = lambda a, b: jnp.pad(cols[:, :, :, a, b], (
+      (0, 0), (a // 2, U - Ho - a // 2), (b // 2, V - Wo - b // 2), (0, 0)))
+  phase = lambda p, q: sum((shifted(a, b) for a in range(p, k, 2) for b in range(q, k, 2)),
+                           jnp.zeros((N, U, V, C), cols.dtype))
+  out = jnp.stack([jnp.stack([phase(p, q) for q in (0, 1)], 3) for p in (0, 1)], 2)
+  return out.reshape(N, 2 * U, 2 * V, C)                       # [N, U, 2, V, 2, C] -> rows
+
+
+stride2_patches.defvjp(lambda xp, k: (stride2_patches(xp, k), None),
+                       lambda k, _, g: (stride2_overlap_add(g, k),))
+stride2_overlap_add.defvjp(lambda cols, k: (stride2_overlap_add(cols, k), None),
+                           lambda k, _, g: (stride2_patches(g, k),))
+
+
 class DownConv(nn.Module):
   """[N, H, W, Cin] -> [N, H/2, W/2, features]: exactly `nn.Conv(features, (k, k), strides=2,
-  padding='SAME')` (H, W even), same parameters, computed as one matmul over the k*k strided
-  slices (im2col); on XLA:CPU its weight gradient is much faster than the convolution's."""
+  padding='SAME')` (H, W even), same parameters, computed as one matmul over the k * k
+  stride-2 patches (`stride2_patches`); on XLA:CPU its gradients run much faster than the
+  convolution's (measured in issue 8)."""
   features: int
   kernel: int = 4
   use_bias: bool = True
@@ -124,47 +169,23 @@ class DownConv(nn.Module):
     k, f = self.kernel, self.features
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], f), PARAM_DTYPE)
     x, w = x.astype(self.dtype), w.astype(self.dtype)
-    N, H, W, _ = x.shape
+    N, H, W, C = x.shape
     front = (k - 2) // 2                  # 'SAME' for stride 2: k - 2 padding in all
-    xp = jnp.pad(x, ((0, 0), (front, k - 2 - front), (front, k - 2 - front), (0, 0)))
-    patches = jnp.concatenate([xp[:, a:a + H - 1:2, b:b + W - 1:2]
-                               for a in range(k) for b in range(k)], -1)
-    y = patches @ w.reshape(-1, f)
+    U, V = _stride2_blocks(k, H // 2), _stride2_blocks(k, W // 2)
+    xp = jnp.pad(x, ((0, 0), (front, 2 * U - H - front), (front, 2 * V - W - front), (0, 0)))
+    y = stride2_patches(xp, k).reshape(N, H // 2, W // 2, k * k * C) @ w.reshape(-1, f)
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
     return y
 
 
-def upconv_taps(kernel: int, phase: int) -> tuple[list[int], list[int]]:
-  """(kernel taps m, input offsets d) of output phase r of a stride-2 'SAME' transposed
-  convolution, out[2i + r] = sum over the pairs of x[i + d] * w[m] (lax.conv_transpose's
-  padding: the dilated input is padded by ceil(k / 2) in front, k - 1 for k <= 2)."""
-  front = kernel - 1 if kernel <= 2 else -(-kernel // 2)
-  taps = [m for m in range(kernel) if (m + phase - front) % 2 == 0]
-  return taps, [(m + phase - front) // 2 for m in taps]
-
-
-def upconv_layout(kernel: int) -> tuple[list[int], np.ndarray]:
-  """Input offsets [A] that any phase reads and, per (row offset, column offset, row phase,
-  column phase), the flat kernel tap m_row * k + m_col it uses there, or k * k for none:
-  int [A, A, 2, 2]."""
-  offsets = sorted({d for r in (0, 1) for d in upconv_taps(kernel, r)[1]})
-  index = np.full((len(offsets),) * 2 + (2, 2), kernel * kernel)
-  for r in (0, 1):
-    for c in (0, 1):
-      for m_r, d_r in zip(*upconv_taps(kernel, r)):
-        for m_c, d_c in zip(*upconv_taps(kernel, c)):
-          index[offsets.index(d_r), offsets.index(d_c), r, c] = m_r * kernel + m_c
-  return offsets, index
-
-
 class UpConv(nn.Module):
   """[N, H, W, Cin] -> [N, 2H, 2W, features]: exactly `nn.ConvTranspose(features, (k, k),
-  strides=(2, 2), padding='SAME')`, same parameters, computed as one matmul of the input's
-  shifted slices (im2col over the 3 x 3 neighbourhood every phase reads) with the kernel laid
-  out per sub-pixel phase (zeros where a phase skips a tap). 2.25x the FLOPs of the transposed
-  convolution for k = 4, yet on XLA:CPU its gradient runs 5-12x faster at the decoder's inner
-  layers (measured in issue 8), where the transposed convolution's dominated the update."""
+  strides=(2, 2), padding='SAME')`, same parameters, computed as one matmul of every input
+  pixel with the whole (flipped) kernel, [N, H, W, k, k, features], summed into place by
+  `stride2_overlap_add` (col2im); its input gradient is `stride2_patches` of the output
+  gradient and one matmul. The transposed convolution's own FLOPs; on XLA:CPU its gradients
+  run several times faster (measured in issue 8)."""
   features: int
   kernel: int = 4
   use_bias: bool = True
@@ -177,15 +198,13 @@ class UpConv(nn.Module):
     N, H, W, cin = x.shape
     w = self.param("kernel", self.kernel_init, (k, k, cin, f), PARAM_DTYPE)
     x, w = x.astype(self.dtype), w.astype(self.dtype)
-    offsets, index = upconv_layout(k)
-    lo, hi = -offsets[0], offsets[-1]
-    xp = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
-    patches = jnp.concatenate([xp[:, lo + a:lo + a + H, lo + b:lo + b + W]
-                               for a in offsets for b in offsets], -1)   # [N, H, W, A*A*Cin]
-    taps = jnp.concatenate([w.reshape(k * k, cin, f), jnp.zeros((1, cin, f), w.dtype)])
-    phased = jnp.moveaxis(taps[index], 4, 2)                            # [A, A, Cin, 2, 2, f]
-    y = patches @ phased.reshape(-1, 4 * f)
-    y = y.reshape(N, H, W, 2, 2, f).transpose(0, 1, 3, 2, 4, 5).reshape(N, 2 * H, 2 * W, f)
+    # lax.conv_transpose pads the dilated input by ceil(k / 2) in front (k - 1 for k <= 2):
+    # out[2j + front - m] += x[j] w[m], so tap a = k - 1 - m lands at 2j + a - crop.
+    front = k - 1 if k <= 2 else -(-k // 2)
+    crop = k - 1 - front
+    taps = jnp.flip(w, (0, 1)).transpose(2, 0, 1, 3).reshape(cin, k * k * f)
+    cols = (x @ taps).reshape(N, H, W, k, k, f)
+    y = stride2_overlap_add(cols, k)[:, crop:crop + 2 * H, crop:crop + 2 * W]
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
     return y
