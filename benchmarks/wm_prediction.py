@@ -5,8 +5,8 @@
 A fixed dataset of real frames: sprite/reach (wm_jax/envs/sprite.py, 64 x 64 RGB) under a
 uniformly random policy, `--train_sequences` sequences of 64 steps to train on and
 `--test_sequences` held-out episodes of `--context + --horizon` steps. Each method's world
-model (its `debug` config, float32; IRIS: tokenizer and world model trained together from the
-first update) is trained for `--updates` updates of `--batch_size` x `--batch_length` from
+model (its `debug` config, float32; IRIS: the tokenizer alone for `--iris_world_model_start`
+updates, then tokenizer and world model together, IRIS's staged schedule) is trained for `--updates` updates of `--batch_size` x `--batch_length` from
 that dataset only, then rolled out open loop through its env interface
 (`reset_from` the real context, then `step` with the real actions): per imagined step, the
 mean squared error (pixels in [0, 1]) over the held-out sequences and its PSNR, next to the
@@ -40,6 +40,8 @@ flags.DEFINE_integer("context", 8, "real frames before the open-loop rollout")
 flags.DEFINE_integer("horizon", 16, "imagined steps compared with the real ones")
 flags.DEFINE_float("lr", 0.0, "world-model learning rate(s), 0: each config's (1e-4 in both "
                    "papers); the CPU budget's fewer updates want more")
+flags.DEFINE_integer("iris_world_model_start", 0, "IRIS: updates of the tokenizer alone before "
+                     "the world model trains too (IRIS's staged schedule)")
 flags.DEFINE_integer("seed", 0, "seed")
 
 SPEC = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")}, act=ActionSpec(True, num_actions=5))
@@ -82,7 +84,7 @@ def sample(data: dict, key: jax.Array, B: int, T: int) -> dict:
 
 
 def storm_model():
-  """(world model, params, jitted update(params, opt, batch, key)) of STORM's debug config."""
+  """(world model, params, opt state, update(params, opt, batch, key, update index)) of STORM's debug config."""
   from experiments.configs import storm
   from wm_jax.models.storm import make_storm_model
   cfg = storm.get_config("debug").agent
@@ -90,12 +92,12 @@ def storm_model():
   wm = make_storm_model(cfg, SPEC)
   opt = make_optimizer(cfg.model_opt)
   params = wm.init(jax.random.key(FLAGS.seed))
-  fit = jax.jit(lambda p, o, b, k: world_model_step(wm, opt, p, o, b, k)[:3])
-  return wm, params, opt.init(params), fit
+  step = jax.jit(lambda p, o, b, k: world_model_step(wm, opt, p, o, b, k)[:3])
+  return wm, params, opt.init(params), lambda p, o, b, k, update: step(p, o, b, k)
 
 
 def iris_model():
-  """(world model, params, opt states, jitted tokenizer + world-model step) of IRIS's debug config."""
+  """(world model, params, opt states, update(params, opt, batch, key, update index)) of IRIS's debug config."""
   from experiments.configs import iris
   from wm_jax.agents.iris import IrisLearner
   cfg = iris.get_config("debug").agent
@@ -106,10 +108,19 @@ def iris_model():
   opt = {name: learner.opts[name].init(params[name]) for name in params}
 
   @jax.jit
-  def fit(params, opt, batch, key):
+  def fit_tokenizer(params, opt, batch, key):
+    return learner.train_tokenizer(params, opt, batch, key)
+
+  @jax.jit
+  def fit_both(params, opt, batch, key):
     params, opt, tokenizer = learner.train_tokenizer(params, opt, batch, key)
     params, opt, world_model = learner.train_world_model(params, opt, batch)
     return params, opt, {**tokenizer, **world_model}
+
+  def fit(params, opt, batch, key, update):
+    """IRIS's staged schedule: the tokenizer alone, then both from --iris_world_model_start."""
+    step = fit_both if update >= FLAGS.iris_world_model_start else fit_tokenizer
+    return step(params, opt, batch, key)
 
   return learner.model, params, opt, fit
 
@@ -163,7 +174,7 @@ def main(_):
     for i in range(FLAGS.updates):
       k_batch, k_fit = jax.random.split(jax.random.fold_in(key, i))
       batch = sample(train, k_batch, FLAGS.batch_size, FLAGS.batch_length)
-      params, opt_state, metrics = fit(params, opt_state, batch, k_fit)
+      params, opt_state, metrics = fit(params, opt_state, batch, k_fit, i)
     jax.block_until_ready(params)
     seconds = time.perf_counter() - t0
     pred = jax.jit(lambda p, t, k: rollout(wm, p, t, k))(params, test, key)
@@ -172,7 +183,7 @@ def main(_):
                                         if k.endswith("_loss")}}
   print(json.dumps({
       "task": "sprite/reach, random policy", "context": FLAGS.context, "horizon": FLAGS.horizon,
-      "updates": FLAGS.updates, "batch": [FLAGS.batch_size, FLAGS.batch_length],
+      "updates": FLAGS.updates, "iris_world_model_start": FLAGS.iris_world_model_start, "batch": [FLAGS.batch_size, FLAGS.batch_length],
       "lr": FLAGS.lr or "config",
       "train_sequences": FLAGS.train_sequences, "test_sequences": FLAGS.test_sequences,
       "backend": jax.default_backend(), "cpu_count": os.cpu_count(), "results": results},

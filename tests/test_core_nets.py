@@ -39,3 +39,4 @@ def test_overlap_add_is_the_adjoint_of_the_patches(kernel):
   np.testing.assert_allclose(jnp.vdot(patches, c), jnp.vdot(x, stride2_overlap_add(c, kernel)),
                              rtol=1e-5)
   np.testing.assert_array_equal(patches[:, 1, 2, kernel - 1, 0], x[:, 2 + kernel - 1, 4])
+

@@ -317,6 +317,7 @@ def test_impossible_configs_fail_with_one_sentence():
                                      "102 tokens but the Transformer holds"),
       ("world_model.heads", 3, "width=32 does not split over heads=3"),
       ("precision", "float16", "agent.precision='float16' is not one of"),
+      ("tokenizer.reconstruction", "l2", "reconstruction='l2' is not one of l1, mse"),
   ]
   for path, value, message in cases:
     config = iris_config.get_config("debug")

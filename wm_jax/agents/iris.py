@@ -34,7 +34,8 @@ from wm_jax.core import losses
 from wm_jax.core.nets import PARAM_DTYPE
 from wm_jax.envs.base import ActionSpec, EnvSpec
 from wm_jax.errors import RunConfigError
-from wm_jax.models.iris import DTYPES, IrisModel, channel_mults, make_iris_model
+from wm_jax.models.iris import (DTYPES, RECONSTRUCTION_LOSSES, IrisModel, channel_mults,
+                                 make_iris_model)
 
 sg = jax.lax.stop_gradient
 Carry = tuple  # LSTM (c, h), float32 [N, lstm] each
@@ -55,6 +56,9 @@ def _check_model(agent: ml_collections.ConfigDict) -> None:
     raise RunConfigError(
         "agent.tokenizer.lpips_weights is not supported yet (the perceptual loss needs a port "
         "of LPIPS's VGG weights to flax): leave it None.")
+  if tok.reconstruction not in RECONSTRUCTION_LOSSES:
+    raise RunConfigError(f"agent.tokenizer.reconstruction={tok.reconstruction!r} is not one of "
+                         f"{', '.join(RECONSTRUCTION_LOSSES)}.")
   bad = [tok.ch * m for m in mults if (tok.ch * m) % tok.norm_groups]
   if bad:
     raise RunConfigError(f"agent.tokenizer.norm_groups={tok.norm_groups} does not divide "
@@ -136,11 +140,6 @@ def policy_dist(out: jax.Array, act: ActionSpec, temperature: float = 1.0):
 def _reset(carry: Carry, is_first: jax.Array) -> Carry:
   """Zeroes the LSTM carry [N, D] where is_first [N]."""
   return jax.tree.map(lambda c: jnp.where(is_first[:, None], 0.0, c), carry)
-
-
-def _masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
-  weight = jnp.broadcast_to(weight, x.shape)
-  return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
 # --------------------------------------------------------------------------- the agent
@@ -248,14 +247,14 @@ class IrisLearner:
     dist = policy_dist(out[:, :-1], self.act_spec)
     weight = (1.0 - batch["is_terminal"][:, -1].astype(jnp.float32))[:, None]
     advantage = sg(returns - values[:, :-1])
-    actor_loss = _masked_mean(-dist.log_prob(actions) * advantage, weight)
-    entropy = _masked_mean(dist.entropy(), weight)
-    value_loss = _masked_mean(jnp.square(values[:, :-1] - sg(returns)), weight)
+    actor_loss = losses.masked_mean(-dist.log_prob(actions) * advantage, weight)
+    entropy = losses.masked_mean(dist.entropy(), weight)
+    value_loss = losses.masked_mean(jnp.square(values[:, :-1] - sg(returns)), weight)
     loss = actor_loss - c.entropy * entropy + value_loss
     return loss, {"actor_critic_loss": loss, "actor_loss": actor_loss,
                   "value_loss": value_loss, "entropy": entropy,
-                  "imagined_return": _masked_mean(returns[:, 0], weight[:, 0]),
-                  "imagined_reward": _masked_mean(rewards, weight)}
+                  "imagined_return": losses.masked_mean(returns[:, 0], weight[:, 0]),
+                  "imagined_reward": losses.masked_mean(rewards, weight)}
 
   # ------------------------------------------------------------------ stages
   def _train(self, name: str, loss_fn, params: dict, opt: dict):

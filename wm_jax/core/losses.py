@@ -78,10 +78,11 @@ def dreamerv3_kl_loss(post_logits: jax.Array, prior_logits: jax.Array, free_bits
 
 
 def masked_mean(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """[...] values, optional [...] 0/1 mask -> [] mean over the entries where mask is 1 (0 if none)."""
+  """[...] values, optional 0/1 mask broadcastable to them -> [] mean over the entries where
+  the mask is 1 (0 if none)."""
   if mask is None:
     return jnp.mean(x)
-  mask = mask.astype(x.dtype)
+  mask = jnp.broadcast_to(mask, x.shape).astype(x.dtype)
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 

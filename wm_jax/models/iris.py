@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from wm_jax.core import losses
 from wm_jax.core.nets import PARAM_DTYPE
 from wm_jax.core.transformer import CausalTransformer
 from wm_jax.envs.base import ActionSpec, EnvSpec
@@ -316,9 +317,9 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return -jnp.take_along_axis(logp, labels[..., None], -1)[..., 0]
 
 
-def _masked_mean(x: jax.Array, weight: jax.Array) -> jax.Array:
-  weight = weight.astype(jnp.float32)
-  return jnp.sum(x * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+# Per-pixel reconstruction error of the tokenizer (`tokenizer.reconstruction`): IRIS's L1, or
+# squared error, which the debug variant uses (see experiments/configs/iris.py).
+RECONSTRUCTION_LOSSES = {"l1": jnp.abs, "mse": jnp.square}
 
 
 def to_unit(frames: jax.Array) -> jax.Array:
@@ -354,12 +355,12 @@ class IrisModel:
 
   # ------------------------------------------------------------------ tokenizer
   def tokenizer_loss(self, params, frames: jax.Array) -> tuple[jax.Array, dict]:
-    """Tokenizer params, uint8 frames [N, 64, 64, 3] -> (loss [], metrics): L1 reconstruction + ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 (IRIS sec. 2.1, tokenizer.py compute_loss; the perceptual term is off, see the config)."""
+    """Tokenizer params, uint8 frames [N, 64, 64, 3] -> (loss [], metrics): L1 (or `tokenizer.reconstruction`) reconstruction + ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 (IRIS sec. 2.1, tokenizer.py compute_loss; the perceptual term is off, see the config)."""
     x = to_unit(frames)
     z, z_q, tokens, rec = self.tokenizer.apply(params, x)
     codebook = jnp.mean(jnp.square(sg(z) - z_q))
     commitment = jnp.mean(jnp.square(z - sg(z_q)))
-    reconstruction = jnp.mean(jnp.abs(x - rec))
+    reconstruction = jnp.mean(RECONSTRUCTION_LOSSES[self.cfg.tokenizer.reconstruction](x - rec))
     loss = codebook + self.cfg.tokenizer.commitment * commitment + reconstruction
     used = jnp.zeros(self.cfg.tokenizer.vocab).at[tokens.reshape(-1)].set(1.0).sum()
     return loss, {"tokenizer_loss": loss, "codebook_loss": codebook,
@@ -428,11 +429,11 @@ class IrisModel:
                                tokens[:, 1:, :1]], 2).reshape(B, -1)
     weight = jnp.concatenate([jnp.ones((B, S, K - 1), bool), jnp.zeros((B, S, 1), bool),
                               valid[..., None]], 2).reshape(B, -1)
-    obs_loss = _masked_mean(_cross_entropy(obs_logits, targets), weight)
+    obs_loss = losses.masked_mean(_cross_entropy(obs_logits, targets), weight)
     reward_label = (jnp.sign(window(batch["reward"])[:, 1:]) + 1).astype(jnp.int32)
-    reward_loss = _masked_mean(_cross_entropy(reward_logits, reward_label), valid)
+    reward_loss = losses.masked_mean(_cross_entropy(reward_logits, reward_label), valid)
     end_label = window(batch["is_terminal"])[:, 1:].astype(jnp.int32)
-    end_loss = _masked_mean(_cross_entropy(end_logits, end_label), valid)
+    end_loss = losses.masked_mean(_cross_entropy(end_logits, end_label), valid)
     loss = obs_loss + reward_loss + end_loss
     return loss, {"world_model_loss": loss, "obs_token_loss": obs_loss,
                   "reward_loss": reward_loss, "end_loss": end_loss}
