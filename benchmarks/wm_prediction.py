@@ -6,8 +6,8 @@ A fixed dataset of real frames: sprite/reach (wm_jax/envs/sprite.py, 64 x 64 RGB
 uniformly random policy, `--train_sequences` sequences of 64 steps to train on and
 `--test_sequences` held-out episodes of `--context + --horizon` steps. Each method's world
 model (its `debug` config, float32; IRIS: the tokenizer alone for `--iris_world_model_start`
-updates, then tokenizer and world model together, IRIS's staged schedule) is trained for `--updates` updates of `--batch_size` x `--batch_length` from
-that dataset only, then rolled out open loop through its env interface
+updates, then tokenizer and world model together, IRIS's staged schedule) is trained for
+`--updates` updates of `--batch_size` x `--batch_length` from that dataset only, then rolled out open loop through its env interface
 (`reset_from` the real context, then `step` with the real actions): per imagined step, the
 mean squared error (pixels in [0, 1]) over the held-out sequences and its PSNR, next to the
 copy-the-last-context-frame baseline (exact for every pixel the agent's moves leave alone).
