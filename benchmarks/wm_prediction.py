@@ -9,9 +9,9 @@ model (its `debug` config, float32; IRIS: the tokenizer alone for `--iris_world_
 updates, then tokenizer and world model together, IRIS's staged schedule) is trained for
 `--updates` updates of `--batch_size` x `--batch_length` from that dataset only, then rolled
 out open loop through its env interface (`reset_from` the real context, then `step` with the
-real actions): per imagined step, the
-mean squared error (pixels in [0, 1]) over the held-out sequences and its PSNR, next to the
-copy-the-last-context-frame baseline (exact for every pixel the agent's moves leave alone).
+real actions): per imagined step, the mean squared error (pixels in [0, 1]) over the held-out
+sequences and its PSNR, next to the copy-the-last-context-frame baseline (exact for every
+pixel the agent's moves leave alone).
 Prints one JSON object with the curves, their means, and the training wall clock.
 """
 
