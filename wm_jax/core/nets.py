@@ -153,11 +153,10 @@ stride2_overlap_add.defvjp(lambda cols, k: (stride2_overlap_add(cols, k), None),
                            lambda k, _, g: (stride2_patches(g, k),))
 
 
-class DownConv(nn.Module):
-  """[N, H, W, Cin] -> [N, H/2, W/2, features]: exactly `nn.Conv(features, (k, k), strides=2,
-  padding='SAME')` (H, W even), same parameters, computed as one matmul over the k * k
-  stride-2 patches (`stride2_patches`); on XLA:CPU its gradients run much faster than the
-  convolution's (measured in issue 8)."""
+class _Stride2Conv(nn.Module):
+  """Shared part of `DownConv` and `UpConv`: a (k, k, Cin, features) kernel and a bias named
+  as flax's `Conv` / `ConvTranspose` name theirs, fp32 params, `dtype` compute; the
+  subclass's `_apply(x, w)` lays the stride-2 window out as one matmul."""
   features: int
   kernel: int = 4
   use_bias: bool = True
@@ -168,46 +167,45 @@ class DownConv(nn.Module):
   def __call__(self, x):
     k, f = self.kernel, self.features
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], f), PARAM_DTYPE)
-    x, w = x.astype(self.dtype), w.astype(self.dtype)
-    N, H, W, C = x.shape
-    front = (k - 2) // 2                  # 'SAME' for stride 2: k - 2 padding in all
-    U, V = _stride2_blocks(k, H // 2), _stride2_blocks(k, W // 2)
-    xp = jnp.pad(x, ((0, 0), (front, 2 * U - H - front), (front, 2 * V - W - front), (0, 0)))
-    y = stride2_patches(xp, k).reshape(N, H // 2, W // 2, k * k * C) @ w.reshape(-1, f)
+    y = self._apply(x.astype(self.dtype), w.astype(self.dtype))
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
     return y
 
 
-class UpConv(nn.Module):
+class DownConv(_Stride2Conv):
+  """[N, H, W, Cin] -> [N, H/2, W/2, features]: exactly `nn.Conv(features, (k, k), strides=2,
+  padding='SAME')` (H, W even), same parameters, computed as one matmul over the k * k
+  stride-2 patches (`stride2_patches`); on XLA:CPU its gradients run much faster than the
+  convolution's (measured in issue 8)."""
+
+  def _apply(self, x, w):
+    k, f = self.kernel, self.features
+    N, H, W, C = x.shape
+    front = (k - 2) // 2                  # 'SAME' for stride 2: k - 2 padding in all
+    U, V = _stride2_blocks(k, H // 2), _stride2_blocks(k, W // 2)
+    xp = jnp.pad(x, ((0, 0), (front, 2 * U - H - front), (front, 2 * V - W - front), (0, 0)))
+    return stride2_patches(xp, k).reshape(N, H // 2, W // 2, k * k * C) @ w.reshape(-1, f)
+
+
+class UpConv(_Stride2Conv):
   """[N, H, W, Cin] -> [N, 2H, 2W, features]: exactly `nn.ConvTranspose(features, (k, k),
   strides=(2, 2), padding='SAME')`, same parameters, computed as one matmul of every input
   pixel with the whole (flipped) kernel, [N, H, W, k, k, features], summed into place by
   `stride2_overlap_add` (col2im); its input gradient is `stride2_patches` of the output
   gradient and one matmul. The transposed convolution's own FLOPs; on XLA:CPU its gradients
   run several times faster (measured in issue 8)."""
-  features: int
-  kernel: int = 4
-  use_bias: bool = True
-  dtype: Any = jnp.float32
-  kernel_init: Any = default_init
 
-  @nn.compact
-  def __call__(self, x):
+  def _apply(self, x, w):
     k, f = self.kernel, self.features
     N, H, W, cin = x.shape
-    w = self.param("kernel", self.kernel_init, (k, k, cin, f), PARAM_DTYPE)
-    x, w = x.astype(self.dtype), w.astype(self.dtype)
     # lax.conv_transpose pads the dilated input by ceil(k / 2) in front (k - 1 for k <= 2):
     # out[2j + front - m] += x[j] w[m], so tap a = k - 1 - m lands at 2j + a - crop.
     front = k - 1 if k <= 2 else -(-k // 2)
     crop = k - 1 - front
     taps = jnp.flip(w, (0, 1)).transpose(2, 0, 1, 3).reshape(cin, k * k * f)
     cols = (x @ taps).reshape(N, H, W, k, k, f)
-    y = stride2_overlap_add(cols, k)[:, crop:crop + 2 * H, crop:crop + 2 * W]
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (f,), PARAM_DTYPE).astype(self.dtype)
-    return y
+    return stride2_overlap_add(cols, k)[:, crop:crop + 2 * H, crop:crop + 2 * W]
 
 
 class ConvDecoder(nn.Module):
