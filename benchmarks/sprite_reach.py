@@ -29,7 +29,7 @@ from wm_jax.envs import sprite
 from wm_jax.train import train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("method", "iris", ["iris", "storm", "dreamerv3"],
+flags.DEFINE_enum("method", "iris", ["iris", "storm", "diamond", "dreamerv3"],
                   "config file experiments/configs/<method>.py (its debug variant)")
 flags.DEFINE_integer("steps", 20_000, "agent steps")
 flags.DEFINE_integer("eval_every", 2_000, "agent steps between evaluations")

@@ -19,10 +19,11 @@ seconds per update, the medians and their ratio.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
 from absl import app, flags
+
+from benchmarks.official import run_official
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("official_python", None, "Python of a venv with torch, einops, tensorboardX, yacs")
@@ -59,13 +60,9 @@ print(json.dumps({"update_s": (time.perf_counter() - t0) / n, "torch": torch.__v
 
 
 def official_round() -> dict:
-  out = subprocess.run([FLAGS.official_python, "-c", OFFICIAL, FLAGS.official_src,
-                        str(FLAGS.batch_size), str(FLAGS.batch_length), str(FLAGS.actions),
-                        str(FLAGS.updates)], capture_output=True, text=True)
-  if out.returncode:
-    raise app.UsageError(f"The official STORM run failed (check --official_python and "
-                         f"--official_src): {out.stderr.strip().splitlines()[-1]}")
-  return json.loads(out.stdout.strip().splitlines()[-1])
+  return run_official(FLAGS.official_python, OFFICIAL,
+                      [FLAGS.official_src, FLAGS.batch_size, FLAGS.batch_length, FLAGS.actions,
+                       FLAGS.updates], "STORM")
 
 
 def our_update():

@@ -1,8 +1,10 @@
-"""Training-speed benchmark of a Dreamer-family method or STORM (numbers are measured, not asserted).
+"""Training-speed benchmark of a Dreamer-family method, STORM, IRIS or DIAMOND (numbers are measured, not asserted).
 
   python -m benchmarks.train_speed --method=dreamerv3 [--sizes=debug,XS,S] [--obs=image]
   python -m benchmarks.train_speed --method=storm [--sizes=debug,paper]
   python -m benchmarks.train_speed --method=iris [--sizes=debug,paper]
+  python -m benchmarks.train_speed --method=diamond [--sizes=debug,paper]
+      [--diamond_architecture=frame_stack|cross_attention]
 
 Prints one JSON object: per model size, the update rate (one world-model + actor-critic
 update on a replay batch of batch_size x batch_length, DreamerV3's and STORM's default
@@ -15,7 +17,9 @@ world-model update alone (the paper's "world model training" step) and imagined 
 with the KV cache against recomputing the full causal pass over all tokens at every step;
 IRIS adds each stage's update (tokenizer, world model, actor-critic) at its own batch
 (B x T of its config) and imagined frames/s (K + 1 tokens and one decode per frame) with and
-without the cache.
+without the cache. DIAMOND gives the denoiser update at batch 8 and 32, the full update
+(denoiser, reward/end model, actor-critic in imagination) at its config's batch, and imagined
+frames/s (sampler and reward/end model per frame) at batch 1 and 32 for 1, 3 and 10 Euler steps.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from wm_jax.envs.base import EnvSpec
 from wm_jax.models.rssm import make_world_model
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("method", "dreamerv3", "dreamerv1 | dreamerv2 | dreamerv3 | storm | iris")
+flags.DEFINE_string("method", "dreamerv3",
+                    "dreamerv1 | dreamerv2 | dreamerv3 | storm | iris | diamond")
 flags.DEFINE_list("sizes", None, "model sizes: DreamerV3 Table B.1 names (default debug,XS,S) "
                   "or, for STORM, debug and paper (default paper), for IRIS debug and paper "
                   "(default both)")
@@ -47,6 +52,10 @@ flags.DEFINE_integer("batch_length", 64, "replay sequence length T")
 flags.DEFINE_integer("updates", 5, "timed updates per size (after one warm-up)")
 flags.DEFINE_integer("iris_imagine_batch", 0, "IRIS: imagined sequences for the frames/s "
                      "figures (0: the config's batch; the uncached rollout costs O(tokens^2))")
+flags.DEFINE_enum("diamond_architecture", "frame_stack", ["frame_stack", "cross_attention"],
+                  "DIAMOND: the denoiser network (DWM sec. 4.2.1)")
+flags.DEFINE_integer("diamond_imagine_steps", 8, "DIAMOND: imagined env steps timed per "
+                     "frames/s figure")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "auto: the config's precision on accelerators, float32 on CPU")
 
@@ -278,9 +287,76 @@ def measure_iris(size: str, spec: EnvSpec, updates: int) -> dict:
           "peak_memory_bytes": peak_memory_bytes()}
 
 
+def diamond_agent_config(size: str):
+  """DIAMOND's agent config at `size` ('debug' or 'paper' = atari100k), with --diamond_architecture and --precision applied."""
+  from experiments.configs import diamond
+  if size not in ("debug", "paper"):
+    raise app.UsageError(f"DIAMOND sizes are 'debug' and 'paper', not {size!r}.")
+  cfg = diamond.get_config("debug" if size == "debug" else "atari100k").agent
+  cfg.denoiser.architecture = FLAGS.diamond_architecture
+  cfg.schedule.update(denoiser_start=0, reward_end_start=0, actor_critic_start=0)
+  if FLAGS.precision != "auto":
+    cfg.precision = FLAGS.precision
+  return cfg
+
+
+def diamond_imagination(model, params, N: int, steps: int, key) -> float:
+  """Imagined frames/s of DIAMOND's world model for N sequences over `steps` env steps (each a full sampler run plus the reward/end model), after a warm-up call."""
+  H, image = model.H, model.image_shape
+  context = {"image": jnp.zeros((N, H) + image, jnp.uint8),
+             "action": jnp.zeros((N, H), jnp.int32)}
+
+  def rollout(params, key):
+    sim = model.reset_from(params, context, key)
+    step = lambda sim, k: (model.step(params, sim, jnp.zeros((N,), jnp.int32), k)[0], None)
+    return jax.lax.scan(step, sim, jax.random.split(key, steps))[0]["frame"]
+
+  return N * steps / timed(rollout, (params, key), 2)[1]
+
+
+def measure_diamond(size: str, spec: EnvSpec, updates: int) -> dict:
+  """DIAMOND at `size`: the denoiser update at batch 8 and 32 (H + 1 frames each), the full
+  update at the config's batch, imagined frames/s at batch 1 and 32 for 1, 3 and 10 Euler steps."""
+  from experiments.configs import diamond
+  from wm_jax.agents.diamond import DiamondLearner, make_diamond
+  from wm_jax.models.diamond import make_diamond_model
+
+  cfg = diamond_agent_config(size)
+  run = diamond.get_config("debug" if size == "debug" else "atari100k").run
+  learner = DiamondLearner(cfg, spec)
+  agent = make_diamond(cfg, spec)
+  state = agent.init(jax.random.key(0))
+  params, opt, key = state["params"], state["opt"], jax.random.key(1)
+  H = cfg.denoiser.num_cond_frames
+  denoiser = {}
+  for B in (8, 32):
+    batch = fake_batch(spec, B, H + 1)
+    compile_s, update_s, _ = timed(learner.train_denoiser, (params, opt, batch, key), updates)
+    denoiser[B] = {"update_s": round(update_s, 3), "compile_s": round(compile_s, 2)}
+  batch = fake_batch(spec, run.batch_size, run.batch_length)
+  compile_s, update_s, _ = timed(agent.update, (state, batch, key), max(1, updates // 2))
+  frames = {}
+  for steps in (1, 3, 10):
+    cfg.denoiser.sampler.num_steps = steps
+    model = make_diamond_model(cfg, spec)
+    for N in (1, 32):
+      frames[f"batch{N}_euler{steps}"] = round(
+          diamond_imagination(model, params, N, FLAGS.diamond_imagine_steps, key), 1)
+  n_params = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in params.items()}
+  return {"size": size, "precision": cfg.precision,
+          "architecture": cfg.denoiser.architecture, "params": n_params,
+          "denoiser_update": {f"batch{B}": v for B, v in denoiser.items()},
+          "full_update": {"batch": [run.batch_size, run.batch_length],
+                          "update_s": round(update_s, 3), "compile_s": round(compile_s, 2)},
+          "imagined_frames_per_s": frames, "imagined_steps": FLAGS.diamond_imagine_steps,
+          "peak_memory_bytes": peak_memory_bytes()}
+
+
 def main(_):
   spec = spec_for(FLAGS.obs)
-  if FLAGS.method == "iris":
+  if FLAGS.method == "diamond":
+    results = [measure_diamond(s, spec, FLAGS.updates) for s in FLAGS.sizes or ["paper"]]
+  elif FLAGS.method == "iris":
     results = [measure_iris(s, spec, FLAGS.updates) for s in FLAGS.sizes or ["debug", "paper"]]
   elif FLAGS.method == "storm":
     results = [measure_storm(s, spec, FLAGS.batch_size, FLAGS.batch_length, FLAGS.updates)

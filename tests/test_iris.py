@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")},
                act=ActionSpec(True, num_actions=5))
 K = 16   # debug tokens per frame (4x4)
+VOCAB = iris_config.get_config("debug").agent.tokenizer.vocab   # debug codebook size
 
 
 def debug_agent_config(starts=(1, 2, 3)):
@@ -85,7 +86,7 @@ def test_vq_straight_through_gradients_and_token_range(setup):
 
   rec_grads, tokens = grads_and_tokens(tok)
   chex.assert_shape(tokens, (4, K))
-  assert tokens.dtype == jnp.int32 and 0 <= int(tokens.min()) and int(tokens.max()) < 32
+  assert tokens.dtype == jnp.int32 and 0 <= int(tokens.min()) and int(tokens.max()) < VOCAB
   # The L1 reconstruction reaches the encoder only through the straight-through estimator,
   # and the codebook not at all (decoder input z + sg(z_q - z)).
   encoder = rec_grads["params"]["encoder"]["conv_in"]["kernel"]
@@ -139,15 +140,15 @@ def test_kv_cached_steps_equal_the_full_causal_forward_and_are_causal(setup):
   full, cached = _logits_fns(learner)
   rng = np.random.default_rng(0)
   S = 5   # debug context: 5 steps of K + 1 tokens fill max_len exactly
-  tokens = jnp.asarray(rng.integers(0, 32, (2, S, K)), jnp.int32)
+  tokens = jnp.asarray(rng.integers(0, VOCAB, (2, S, K)), jnp.int32)
   actions = jnp.asarray(rng.integers(0, 5, (2, S)), jnp.int32)
   obs, reward, end = full(wm, tokens, actions)
-  chex.assert_shape([obs, reward, end], [(2, S * (K + 1), 32), (2, S, 3), (2, S, 2)])
+  chex.assert_shape([obs, reward, end], [(2, S * (K + 1), VOCAB), (2, S, 3), (2, S, 2)])
   # float32; only the summation order differs between the two paths.
   np.testing.assert_allclose(cached(wm, tokens, actions), obs, rtol=1e-4, atol=1e-5)
   # Changing token t + 1 (frame 2, token 3) leaves every logit at positions <= t unchanged.
   t = 2 * (K + 1) + 2
-  changed, _, _ = full(wm, tokens.at[:, 2, 3].set((tokens[:, 2, 3] + 1) % 32), actions)
+  changed, _, _ = full(wm, tokens.at[:, 2, 3].set((tokens[:, 2, 3] + 1) % VOCAB), actions)
   np.testing.assert_array_equal(np.asarray(changed[:, :t + 1]), np.asarray(obs[:, :t + 1]))
   assert float(jnp.abs(changed[:, t + 1:] - obs[:, t + 1:]).max()) > 0
   # With an episode start at frame 3 masked, tokens from frame 3 on ignore frames 0..2.
@@ -315,7 +316,7 @@ def test_impossible_configs_fail_with_one_sentence():
       ("tokenizer.ch_mult", (1, 2), "ch_mult has 2 levels but tokens_per_frame=16 needs 5"),
       ("actor_critic.wm_context", 5, "wm_context=5 real frames plus one imagined step need "
                                      "102 tokens but the Transformer holds"),
-      ("world_model.heads", 3, "width=32 does not split over heads=3"),
+      ("world_model.heads", 3, "width=64 does not split over heads=3"),
       ("precision", "float16", "agent.precision='float16' is not one of"),
       ("tokenizer.reconstruction", "l2", "reconstruction='l2' is not one of l1, mse"),
   ]

@@ -85,3 +85,14 @@ def base_config(method: str, variant: str) -> ml_collections.ConfigDict:
   config.run.update(preset["run"])
   config.agent = ml_collections.ConfigDict()
   return config
+
+
+def use_sprite_debug_run(config: ml_collections.ConfigDict) -> None:
+  """The CPU debug run of the pixel world models (IRIS, DIAMOND), in place: the 64x64 sprite env
+  (wm_jax/envs/sprite.py), replay batches of 4 x 6 and one update every 2 env iterations."""
+  config.env.suite, config.env.task = "sprite", "reach"
+  config.env.protocol = {}
+  run = config.run
+  run.batch_size, run.batch_length = 4, 6
+  run.train_ratio = 6.0          # 2 envs x 6 / (4 x 6): one update every 2 env iterations
+  run.learning_starts = 64

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from experiments.configs.common import ATARI_PROTOCOL, base_config, check_variant
+from experiments.configs.common import (ATARI_PROTOCOL, base_config, check_variant,
+                                        use_sprite_debug_run)
 
 VARIANTS = ("atari100k", "atari100k_paper_protocol", "dmc_vision", "debug")
 
@@ -124,21 +125,19 @@ def get_config(variant: str = "debug") -> ml_collections.ConfigDict:
 
 def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
   """The tiny CPU variant, in place: the 64x64 sprite env, small nets, short sequences, early stages."""
-  config.env.suite, config.env.task = "sprite", "reach"
-  config.env.protocol = {}
-  run, a = config.run, config.agent
-  run.batch_size, run.batch_length = 4, 6
-  run.train_ratio = 6.0          # 2 envs x 6 / (4 x 6): one update every 2 env iterations
-  run.learning_starts = 64
+  use_sprite_debug_run(config)
+  a = config.agent
   # Squared error, not IRIS's L1: without the perceptual term, L1 on sprite frames (9% sprite
   # pixels) settles on the background (its per-pixel median): tokens then code the grid cell,
   # not its content, and the reconstruction error stays at the background's, 0.019, after 3000
   # updates at lr 1e-3; squared error gets 0.0024 in 800 (measured in issue 8). Learning rate
-  # 1e-3 for the tokenizer and world model: the CPU budget's few updates.
-  a.tokenizer.update(dict(vocab=32, embed_dim=16, z_channels=16, ch=8, num_res_blocks=0,
+  # 1e-3 for the tokenizer and world model: the CPU budget's few updates. A vocabulary of 8
+  # and a GPT of width 64: with 32 codes and width 32 the GPT's next-token accuracy stayed
+  # below copying the last frame's tokens (75% vs 77% after 1500 updates; 8 codes: 86% vs 83%).
+  a.tokenizer.update(dict(vocab=8, embed_dim=16, z_channels=16, ch=8, num_res_blocks=0,
                           attn_resolutions=(), norm_groups=4, frames_per_sequence=2,
                           reconstruction="mse"))
   a.tokenizer.opt.lr = a.world_model.opt.lr = 1e-3
-  a.world_model.update(dict(width=32, depth=2, heads=2, context=5))
+  a.world_model.update(dict(width=64, depth=2, heads=4, context=5))
   a.actor_critic.update(dict(channels=(8, 8, 16, 16), lstm=32, horizon=4, burn_in=2))
   a.schedule.update(dict(tokenizer_start=0, world_model_start=20, actor_critic_start=40))

@@ -15,6 +15,7 @@ BUILDERS = {
     "dreamerv3": "wm_jax.agents.dreamer:make_dreamer",
     "iris": "wm_jax.agents.iris:make_iris",
     "storm": "wm_jax.agents.storm:make_storm",
+    "diamond": "wm_jax.agents.diamond:make_diamond",
 }
 
 

@@ -1,0 +1,141 @@
+"""DIAMOND (Alonso et al. 2024, "Diffusion for world modeling: visual details matter in Atari",
+arXiv:2405.12399) and its DWM variants (../shared/seeds/003, sec. 4). Variants: atari100k,
+atari100k_paper_protocol, atari100k_cross_attention, atari100k_cfg, debug.
+
+Defaults are DIAMOND's official code (eloialonso/diamond: config/agent/default.yaml,
+config/trainer.yaml, config/env/atari.yaml), cited per field. The DWM settings are named
+variants: `atari100k_cross_attention` (DWM sec. 4.2.1's cross-attention U-Net; its sizes are
+ours, DWM gives none) and `atari100k_cfg` (observation/action dropout 0.2 and classifier-free
+guidance weight 1, DWM sec. 4.2.2 and eq. 4).
+
+Named deviations:
+  * One replay batch [B, T] = [32, 19] feeds all three components per update (DIAMOND samples
+    a batch per component: 32 x 5 frames for the denoiser, 32 x 19 for the reward/end model,
+    32 starts for the actor-critic). The denoiser trains on each sequence's last frame.
+  * DIAMOND's epochs (collect 100 steps, then 400 steps per component; 10000 / 10000 / 5000
+    steps after the first 5000 random steps) become 4 updates per env step
+    (`run.train_ratio = 4 * B * T`) with the actor-critic starting after 10000 updates; the 50
+    final epochs without collection are not run.
+  * The actor-critic trunk is IRIS's 4 x (conv, max-pool) CNN (wm_jax/agents/cnn_lstm.py,
+    shared with IRIS), not DIAMOND's conv + SmallResBlock (GroupNorm, SiLU) trunk, and its
+    heads are not zero-initialised. Imagined episodes restart from replay at every update
+    (DIAMOND's world-model env runs on, restarting an episode after `horizon` steps or an
+    imagined end; with horizon = backup_every = 15 the two mostly coincide).
+  * Fan-average weight init; see wm_jax/models/diffusion.py for the network's deviations.
+    (Weight decay applies to Dense/Conv/LSTM kernels only, as DIAMOND's configure_opt.)
+  * The sampler starts from N(0, 1) noise as DIAMOND's code (`denoiser.sampler.init_sigma = 1`);
+    Karras' Algorithm 1 would start from N(0, sigma_max^2): set init_sigma to None for that.
+The suite's Atari card (common.ATARI_PROTOCOL) is the `atari100k` default so that every family
+runs one protocol; DIAMOND's own (a lost life ends a training episode) is the
+`atari100k_paper_protocol` variant.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs.common import (ATARI_PROTOCOL, base_config, check_variant,
+                                        use_sprite_debug_run)
+
+VARIANTS = ("atari100k", "atari100k_paper_protocol", "atari100k_cross_attention",
+            "atari100k_cfg", "debug")
+
+
+def _opt(**kw) -> ml_collections.ConfigDict:
+  # AdamW, eps 1e-8, lr 1e-4, 100 warm-up updates (trainer.yaml *.optimizer, lr_warmup_steps).
+  return ml_collections.ConfigDict(dict(lr=1e-4, eps=1e-8, warmup=100, **kw))
+
+
+def agent_config() -> ml_collections.ConfigDict:
+  """Every DIAMOND hyperparameter, as a named field (official code defaults)."""
+  a = ml_collections.ConfigDict()
+  a.precision = "float32"        # DIAMOND trains in fp32; 'bfloat16' for compute only
+  a.denoiser = ml_collections.ConfigDict(dict(
+      architecture="frame_stack",   # 'frame_stack' (DIAMOND) or 'cross_attention' (DWM 4.2.1)
+      num_cond_frames=4,            # H (agent/default.yaml inner_model.num_steps_conditioning)
+      channels=(64, 64, 64, 64),    # inner_model.channels
+      depths=(2, 2, 2, 2),          # inner_model.depths
+      attn_depths=(False, False, False, False),  # inner_model.attn_depths
+      cond_channels=256,            # inner_model.cond_channels
+      prev_frame_scale=2.0,         # previous frames enter as obs / sigma_data (denoiser.py)
+      # cross_attention only (ours: DWM gives no sizes)
+      cross_attn_depths=(False, False, True, True),
+      history_channels=(32, 32, 32, 32),
+      history_depths=(1, 1, 1, 1),
+      obs_dropout=0.0,              # DWM sec. 4.2.2: 0.2 for CFG; DIAMOND: none
+      act_dropout=0.0,
+      cfg_weight=0.0,               # w of DWM eq. 4; 0 = conditional sampling (DIAMOND)
+      edm=ml_collections.ConfigDict(dict(
+          sigma_data=0.5,           # agent/default.yaml denoiser.sigma_data
+          sigma_offset_noise=0.3,   # denoiser.sigma_offset_noise
+          loc=-0.4, scale=1.2,      # trainer.yaml denoiser.sigma_distribution
+          sigma_min_train=2e-3, sigma_max_train=20.0)),
+      sampler=ml_collections.ConfigDict(dict(
+          num_steps=3,              # trainer.yaml world_model_env.diffusion_sampler
+          sigma_min=2e-3, sigma_max=5.0, rho=7.0,
+          order=1,                  # 1 = Euler (DIAMOND's), 2 = Heun
+          s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
+          init_sigma=1.0)),         # DIAMOND starts from torch.randn (see the docstring)
+      opt=_opt(wd=1e-2, clip=1.0)))  # trainer.yaml denoiser.optimizer, max_grad_norm 1
+  a.reward_end = ml_collections.ConfigDict(dict(
+      lstm=512,                     # agent/default.yaml rew_end_model.lstm_dim
+      cond_channels=128,
+      channels=(32, 32, 32, 32),
+      depths=(2, 2, 2, 2),
+      opt=_opt(wd=1e-2, clip=100.0)))  # trainer.yaml rew_end_model.optimizer, max_grad_norm
+  a.actor_critic = ml_collections.ConfigDict(dict(
+      channels=(32, 32, 64, 64),    # agent/default.yaml actor_critic.channels
+      lstm=512,                     # actor_critic.lstm_dim
+      horizon=15,                   # trainer.yaml world_model_env.horizon (backup_every 15)
+      burn_in=3,                    # the H - 1 context frames before the start (burnin_obs)
+      gamma=0.985,                  # trainer.yaml actor_critic_loss.gamma
+      lambda_=0.95,
+      entropy=0.001,                # weight_entropy_loss
+      collect_epsilon=0.01,         # collection.train.epsilon
+      collect_temperature=1.0,      # env_loop samples Categorical(logits) in both phases
+      eval_temperature=1.0,
+      opt=_opt(wd=0.0, clip=100.0)))  # trainer.yaml actor_critic.optimizer
+  # First update of each component (see the docstring's epochs).
+  a.schedule = ml_collections.ConfigDict(dict(
+      denoiser_start=0, reward_end_start=0, actor_critic_start=10_000))
+  return a
+
+
+def get_config(variant: str = "debug") -> ml_collections.ConfigDict:
+  """Run config of a DIAMOND variant (one of VARIANTS)."""
+  check_variant(variant, VARIANTS)
+  preset = "debug" if variant == "debug" else "atari100k"
+  config = base_config("diamond", preset)
+  config.variant = variant
+  config.agent = agent_config()
+  run = config.run
+  run.batch_size = 32            # trainer.yaml *.training.batch_size
+  run.batch_length = 19          # rew_end seq_length = horizon 15 + H 4
+  run.train_ratio = 4.0 * 32 * 19  # 400 updates per 100-step epoch: 4 updates per env step
+  run.learning_starts = 5000     # collection.train.first_epoch.min
+  if variant == "atari100k_paper_protocol":
+    # DIAMOND trains with life loss as episode end (env/atari.yaml done_on_life_loss: True);
+    # evaluation plays whole games.
+    config.env.protocol = dict(ATARI_PROTOCOL, life_loss_terminal=True)
+  elif variant == "atari100k_cross_attention":
+    config.agent.denoiser.architecture = "cross_attention"
+  elif variant == "atari100k_cfg":
+    config.agent.denoiser.update(dict(obs_dropout=0.2, act_dropout=0.2, cfg_weight=1.0))
+  elif variant == "debug":
+    shrink_for_debug(config)
+  return config
+
+
+def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
+  """The tiny CPU variant, in place: the 64x64 sprite env, small nets, short sequences, early starts."""
+  use_sprite_debug_run(config)
+  a = config.agent
+  a.denoiser.update(dict(channels=(8, 8, 8), depths=(1, 1, 1),
+                         attn_depths=(False, False, False), cond_channels=32,
+                         cross_attn_depths=(False, False, True), history_channels=(8, 8, 8),
+                         history_depths=(1, 1, 1)))
+  a.reward_end.update(dict(lstm=32, cond_channels=16, channels=(8, 8, 8), depths=(1, 1, 1)))
+  a.actor_critic.update(dict(channels=(8, 8, 16, 16), lstm=32, horizon=4))
+  for component in (a.denoiser, a.reward_end, a.actor_critic):
+    component.opt.update(lr=1e-3, warmup=0)
+  a.schedule.update(dict(denoiser_start=0, reward_end_start=0, actor_critic_start=40))

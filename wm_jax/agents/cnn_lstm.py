@@ -1,0 +1,163 @@
+"""The CNN-LSTM actor-critic trained in a world model's imagination, shared by IRIS and DIAMOND.
+
+IRIS (Micheli et al. 2023, arXiv:2209.00588, sec. 2.3; IRIS code src/models/actor_critic.py)
+and DIAMOND (Alonso et al. 2024, arXiv:2405.12399, sec. 3; DWM paper sec. 4.3, which follows
+IRIS): one network with shared 4 x (conv, max-pool) + LSTM trunk and linear policy and value
+heads, read frame by frame. It imagines through any world model offering the env interface of
+DESIGN.md, `step(sim, action, key) -> (sim, obs, reward, cont)` with `sim['frame']` the
+current frame float32 [B, 64, 64, 3] in [0, 1], and learns by REINFORCE with a value baseline
+on lambda-returns, an entropy bonus and a squared-error value loss.
+
+The world-model families differ only in what the LSTM is burnt in on and how the world model
+is reset (IRIS: tokenizer reconstructions, one frame; DIAMOND: real frames, H frames of
+conditioning); they build (carry, sim) and call `ImaginedActorCritic.loss`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from wm_jax.core import losses
+from wm_jax.core.nets import PARAM_DTYPE
+from wm_jax.envs.base import ActionSpec
+
+sg = jax.lax.stop_gradient
+Carry = tuple  # LSTM (c, h), float32 [N, lstm] each
+# (sim, action [B] or [B, A], key) -> (sim, obs dict, reward [B], cont [B]): a world model's step.
+EnvStep = Callable[[Any, jax.Array, jax.Array], tuple]
+
+
+class ActorCriticNet(nn.Module):
+  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): 4 x (3x3 conv, 2x2 max-pool, ReLU), LSTM, linear heads (IRIS sec. 2.3, actor_critic.py)."""
+  channels: Sequence[int]
+  lstm: int
+  act: ActionSpec
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry: Carry, frame: jax.Array):
+    x = (frame * 2.0 - 1.0).astype(self.dtype)
+    for i, ch in enumerate(self.channels):
+      x = nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=PARAM_DTYPE,
+                  name=f"conv{i}")(x)
+      x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
+    x = x.reshape(x.shape[0], -1)
+    carry, h = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE,
+                                    name="lstm")(carry, x)
+    carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
+    size = self.act.num_actions if self.act.discrete else 2 * self.act.dim
+    out = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE, name="actor")(h)
+    value = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE, name="critic")(h)[..., 0]
+    return carry, out.astype(jnp.float32), value.astype(jnp.float32)
+
+
+def policy_dist(out: jax.Array, act: ActionSpec, temperature: float = 1.0):
+  """Policy output [..., A] -> Categorical(logits / temperature) (IRIS); continuous (ours, for DMC): [..., 2A] -> Normal(tanh(mean), temperature * std), std in [0.1, 1]."""
+  if act.discrete:
+    return distrax.Categorical(logits=out / temperature)
+  mean, raw_std = jnp.split(out, 2, -1)
+  std = (0.9 * jax.nn.sigmoid(raw_std + 2.0) + 0.1) * temperature
+  return distrax.MultivariateNormalDiag(jnp.tanh(mean), std)
+
+
+def reset_carry(carry: Carry, is_first: jax.Array) -> Carry:
+  """Zeroes the LSTM carry [N, D] where is_first [N]."""
+  return jax.tree.map(lambda c: jnp.where(is_first[:, None], 0.0, c), carry)
+
+
+class ImaginedActorCritic:
+  """Pure functions of the CNN-LSTM actor-critic for the `actor_critic` config section `cfg` (channels, lstm, horizon, gamma, lambda_, entropy, collect_epsilon, collect/eval_temperature)."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, act: ActionSpec, dtype=jnp.float32):
+    self.cfg = cfg
+    self.act_spec = act
+    self.net = ActorCriticNet(tuple(cfg.channels), cfg.lstm, act, dtype)
+
+  def init(self, key: jax.Array, frame_shape: tuple = (64, 64, 3)):
+    return self.net.init(key, self.zero_carry(1), jnp.zeros((1,) + frame_shape, jnp.float32))
+
+  def zero_carry(self, n: int) -> Carry:
+    zeros = jnp.zeros((n, self.cfg.lstm), jnp.float32)
+    return (zeros, zeros)
+
+  def unroll(self, params, carry: Carry, frames: jax.Array, is_first: jax.Array | None = None):
+    """frames [B, L, 64, 64, 3] in [0, 1], optional is_first [B, L] (resets) -> (carry, out [B, L, ...], value [B, L])."""
+    def step(carry, xs):
+      frame, first = xs
+      if first is not None:
+        carry = reset_carry(carry, first)
+      carry, out, value = self.net.apply(params, carry, frame)
+      return carry, (out, value)
+    swap = lambda x: None if x is None else jnp.swapaxes(x, 0, 1)
+    carry, (out, value) = jax.lax.scan(step, carry, (swap(frames), swap(is_first)))
+    return carry, swap(out), swap(value)
+
+  def sample_action(self, out: jax.Array, key: jax.Array, temperature: float = 1.0) -> jax.Array:
+    """Policy output [N, ...] -> int32 [N] or float32 [N, A] (unclipped) sample."""
+    action = policy_dist(out, self.act_spec, temperature).sample(seed=key)
+    return action.astype(jnp.int32) if self.act_spec.discrete else action
+
+  def env_action(self, action: jax.Array) -> jax.Array:
+    """A sampled action -> the env's: discrete unchanged, continuous clipped to the spec's bounds."""
+    if self.act_spec.discrete:
+      return action
+    return jnp.clip(action, self.act_spec.low, self.act_spec.high)
+
+  def act(self, params, carry: Carry, frame: jax.Array, is_first: jax.Array, key: jax.Array,
+          explore: bool) -> tuple[jax.Array, Carry]:
+    """One env step of the policy on frames [N, 64, 64, 3] in [0, 1] -> (env action [N, ...], carry): temperature `collect_temperature` and epsilon-random `collect_epsilon` while collecting, `eval_temperature` in evaluation (IRIS trainer.yaml collection.train / .test)."""
+    c = self.cfg
+    carry = reset_carry(carry, jnp.asarray(is_first, bool))
+    carry, out, _ = self.net.apply(params, carry, frame)
+    k_policy, k_random, k_coin = jax.random.split(key, 3)
+    action = self.sample_action(out, k_policy,
+                                c.collect_temperature if explore else c.eval_temperature)
+    if explore and c.collect_epsilon > 0:
+      n, spec = action.shape[0], self.act_spec
+      random = (jax.random.randint(k_random, (n,), 0, spec.num_actions) if spec.discrete else
+                jax.random.uniform(k_random, action.shape, jnp.float32, spec.low, spec.high))
+      coin = jax.random.uniform(k_coin, (n,)) < c.collect_epsilon
+      action = jnp.where(coin.reshape((n,) + (1,) * (action.ndim - 1)), random, action)
+    return self.env_action(action).astype(self.act_spec.dtype), carry
+
+  def imagine(self, params, env_step: EnvStep, carry: Carry, sim, key: jax.Array):
+    """Rolls a world model for `horizon` steps under the policy from (carry, sim) [B] -> frames [B, H+1, 64, 64, 3], actions [B, H, ...], rewards [B, H], conts [B, H] (IRIS sec. 2.3, ActorCritic.imagine), one `lax.scan`."""
+    def step(state, k):
+      carry, sim = state
+      k_act, k_env = jax.random.split(k)
+      frame = sim["frame"]
+      carry, out, _ = self.net.apply(params, carry, frame)
+      action = self.sample_action(out, k_act)
+      sim, _, reward, cont = env_step(sim, self.env_action(action), k_env)
+      return (carry, sim), (frame, action, reward, cont)
+    (_, sim), (frames, actions, rewards, conts) = jax.lax.scan(
+        step, (carry, sim), jax.random.split(key, self.cfg.horizon))
+    frames = jnp.concatenate([frames, sim["frame"][None]], 0)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    return swap(frames), swap(actions), swap(rewards), swap(conts)
+
+  def loss(self, params, env_step: EnvStep, carry: Carry, sim, weight: jax.Array,
+           key: jax.Array) -> tuple[jax.Array, dict]:
+    """Imagination from (burnt-in carry, world-model state) [B] -> (loss [], metrics): -log pi(a_t) sg(R_t - V_t) - eta H(pi) + (V_t - sg(R_t))^2 averaged over t < H and the starts, each start weighted by weight [B] (IRIS sec. 2.3, ActorCritic.compute_loss; R_t the lambda-returns)."""
+    c = self.cfg
+    frames, actions, rewards, conts = self.imagine(sg(params), env_step, sg(carry), sim, key)
+    _, out, values = self.unroll(params, sg(carry), frames)               # [B, H + 1]
+    returns = losses.lambda_returns(rewards, sg(values[:, :-1]), c.gamma * conts,
+                                    sg(values[:, -1]), c.lambda_)
+    dist = policy_dist(out[:, :-1], self.act_spec)
+    weight = weight[:, None]
+    advantage = sg(returns - values[:, :-1])
+    actor_loss = losses.masked_mean(-dist.log_prob(actions) * advantage, weight)
+    entropy = losses.masked_mean(dist.entropy(), weight)
+    value_loss = losses.masked_mean(jnp.square(values[:, :-1] - sg(returns)), weight)
+    loss = actor_loss - c.entropy * entropy + value_loss
+    return loss, {"actor_critic_loss": loss, "actor_loss": actor_loss,
+                  "value_loss": value_loss, "entropy": entropy,
+                  "imagined_return": losses.masked_mean(returns[:, 0], weight[:, 0]),
+                  "imagined_reward": losses.masked_mean(rewards, weight)}

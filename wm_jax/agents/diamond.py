@@ -1,0 +1,149 @@
+"""The DIAMOND agent: EDM denoiser + reward/end model (wm_jax/models/diamond.py) + the CNN-LSTM
+actor-critic trained in their imagination (Alonso et al. 2024, arXiv:2405.12399, sec. 3;
+DIAMOND code src/agent.py, src/trainer.py, src/models/actor_critic.py).
+
+`make_diamond(config, spec)` returns an `Agent` (wm_jax/agents/base.py). Each update runs up to
+three steps on one replay batch [B, T], in DIAMOND's order (trainer.train_agent):
+  1. denoiser on each sequence's last frame given the H before it, from update
+     `schedule.denoiser_start`;
+  2. reward/end model on the T - 1 transitions of each sequence, from `schedule.reward_end_start`;
+  3. actor-critic from `schedule.actor_critic_start`: the LSTM is burnt in on the real frames
+     of the world model's context but its last one (DIAMOND's `burnin_obs`, H - 1 frames), the
+     world model is reset on the last H frames and rolled out for `horizon` steps (one
+     `lax.scan` over horizon x sampler steps); REINFORCE with a value baseline on
+     lambda-returns, an entropy bonus and an MSE value loss (wm_jax/agents/cnn_lstm.py).
+The steps are switched by the update counter with `jax.lax.cond`, so the update stays one
+jitted function. The policy acts on the real frames (DIAMOND's agent sees env observations).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from wm_jax.agents.base import Agent
+from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
+from wm_jax.agents.components import ComponentLearner, staged
+from wm_jax.envs.base import EnvSpec
+from wm_jax.errors import RunConfigError
+from wm_jax.models.diffusion import make_denoiser_net
+from wm_jax.models.diamond import DTYPES, DiamondModel, make_diamond_model, sampler_config
+
+sg = jax.lax.stop_gradient
+
+
+def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
+  """Start-up check called by wm_jax.train.validate: one sentence on an impossible DIAMOND setting, and with the run config on replay sequences too short for the H conditioning frames plus the frame to predict."""
+  if agent.precision not in DTYPES:
+    raise RunConfigError(f"agent.precision={agent.precision!r} is not one of "
+                         f"{', '.join(DTYPES)}.")
+  d, ac = agent.denoiser, agent.actor_critic
+  sampler_config(agent)                 # checks order, steps and sigmas
+  make_denoiser_net(d, num_actions=1)   # checks the network's sizes (nothing is built)
+  if not (0.0 <= d.obs_dropout < 1.0 and 0.0 <= d.act_dropout < 1.0 and d.cfg_weight >= 0.0):
+    raise RunConfigError("agent.denoiser.obs_dropout and act_dropout must lie in [0, 1) and "
+                         "agent.denoiser.cfg_weight must be >= 0.")
+  if d.cfg_weight and not d.act_dropout:
+    raise RunConfigError(
+        f"agent.denoiser.cfg_weight={d.cfg_weight} guides against the action-dropped "
+        f"prediction, which the denoiser only learns with agent.denoiser.act_dropout > 0 "
+        f"(DWM uses 0.2): set both or neither.")
+  if ac.horizon < 1 or not 0 <= ac.burn_in < d.num_cond_frames:
+    raise RunConfigError(
+        f"agent.actor_critic.horizon must be at least 1 and burn_in in [0, "
+        f"num_cond_frames={d.num_cond_frames}) (the LSTM reads the world model's context "
+        f"frames but the last).")
+  if run is not None and run.batch_length < d.num_cond_frames + 1:
+    raise RunConfigError(
+        f"DIAMOND needs replay sequences of at least num_cond_frames + 1 = "
+        f"{d.num_cond_frames + 1} steps (H conditioning frames and the frame to predict) but "
+        f"run.batch_length={run.batch_length}: raise run.batch_length.")
+
+
+def make_optimizers(cfg: ml_collections.ConfigDict) -> dict:
+  """Per-component optimisers of DIAMOND (config/trainer.yaml): AdamW(lr, weight decay on kernels, eps) after a global-norm clip, with a linear learning-rate warm-up over `warmup` updates."""
+  def adamw(opt):
+    lr = optax.linear_schedule(opt.lr / opt.warmup, opt.lr, opt.warmup) if opt.warmup else opt.lr
+    kernels = lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
+    return optax.chain(optax.clip_by_global_norm(opt.clip),
+                       optax.adamw(lr, eps=opt.eps, weight_decay=opt.wd, mask=kernels))
+  return {name: adamw(cfg[name].opt) for name in ("denoiser", "reward_end", "actor_critic")}
+
+
+class DiamondLearner(ComponentLearner):
+  """The agent's pure functions around a `DiamondModel` and an `ImaginedActorCritic`."""
+  world_model_parts = ("denoiser", "reward_end")
+
+  def __init__(self, cfg: ml_collections.ConfigDict, spec: EnvSpec):
+    self.cfg = cfg
+    self.model: DiamondModel = make_diamond_model(cfg, spec)
+    self.ac = ImaginedActorCritic(cfg.actor_critic, spec.act, DTYPES[cfg.precision])
+    self.opts = make_optimizers(cfg)
+
+  def actor_critic_loss(self, ac_params, model_params, batch: dict, key: jax.Array):
+    """Replay batch [B, T] -> (loss [], metrics): the LSTM burnt in on the H - 1 context frames before the last (real frames), the world model reset on the last H, then imagination and the actor-critic loss (DIAMOND env_loop + ActorCritic.forward). Starts at a terminal frame get weight 0."""
+    H, burn_in = self.model.H, self.cfg.actor_critic.burn_in
+    model_params = sg(model_params)
+    is_first = batch["is_first"]
+    context = jax.tree.map(lambda x: x[:, -H:], {k: batch[k] for k in ("image", "action",
+                                                                        "is_first")})
+    carry = self.ac.zero_carry(is_first.shape[0])
+    if burn_in:
+      seen = batch["image"][:, -1 - burn_in:-1].astype(jnp.float32) / 255.0
+      carry, _, _ = self.ac.unroll(sg(ac_params), carry, seen, is_first[:, -1 - burn_in:-1])
+    carry = reset_carry(carry, is_first[:, -1])
+    sim = self.model.reset_from(model_params, context, key)
+    weight = 1.0 - batch["is_terminal"][:, -1].astype(jnp.float32)
+    env_step = lambda sim, action, key: self.model.step(model_params, sim, action, key)
+    return self.ac.loss(ac_params, env_step, carry, sim, weight, key)
+
+  def train_denoiser(self, params, opt, batch, key):
+    return self._train("denoiser", lambda p: self.model.denoiser_loss(p, batch, key), params, opt)
+
+  def train_reward_end(self, params, opt, batch):
+    return self._train("reward_end", lambda p: self.model.reward_end_loss(p, batch), params, opt)
+
+
+def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
+  """The DIAMOND `Agent` for the `agent` sub-config `cfg` and an env with image observations and discrete actions."""
+  check_agent_config(cfg)
+  learner = DiamondLearner(cfg, spec)
+  schedule = cfg.schedule
+
+  def init(key):
+    k_model, k_ac = jax.random.split(key)
+    params = learner.model.init(k_model)
+    params["actor_critic"] = learner.ac.init(k_ac, learner.model.image_shape)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt": {name: learner.opts[name].init(params[name]) for name in learner.opts}}
+
+  def initial_carry(num_envs: int):
+    """Zero LSTM state; the first observation is always is_first, which resets it anyway."""
+    return learner.ac.zero_carry(num_envs)
+
+  def act(state, carry, obs, key, explore: bool):
+    """Policy on the real frame obs['image'] [N] (ImaginedActorCritic.act)."""
+    frame = obs["image"].astype(jnp.float32) / 255.0
+    return learner.ac.act(state["params"]["actor_critic"], carry, frame, obs["is_first"], key,
+                          explore)
+
+  def update(state, batch, key):
+    """Denoiser, reward/end model and actor-critic steps on a replay batch [B, T], each from its `schedule.*_start` update on (DIAMOND trainer.train_agent)."""
+    k_den, k_ac = jax.random.split(key)
+    step, params, opt = state["step"], state["params"], state["opt"]
+    params, opt, m_den = staged(step >= schedule.denoiser_start, learner.train_denoiser,
+                                params, opt, batch, k_den)
+    params, opt, m_rew = staged(step >= schedule.reward_end_start, learner.train_reward_end,
+                                params, opt, batch)
+    params, opt, m_ac = staged(step >= schedule.actor_critic_start,
+                               learner.train_actor_critic, params, opt, batch, k_ac)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), {**m_den, **m_rew, **m_ac})
+    return {"step": step + 1, "params": params, "opt": opt}, metrics
+
+  # init runs once: compiled without LLVM optimisation (as IRIS's), it compiles in a third
+  # of the time on a CPU.
+  init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
+  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
