@@ -34,27 +34,40 @@ EnvStep = Callable[[Any, jax.Array, jax.Array], tuple]
 
 
 class ActorCriticNet(nn.Module):
-  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): 4 x (3x3 conv, 2x2 max-pool, ReLU), LSTM, linear heads (IRIS sec. 2.3, actor_critic.py)."""
+  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): 4 x (3x3 conv, 2x2 max-pool, ReLU), LSTM, linear heads (IRIS sec. 2.3, actor_critic.py).
+
+  `encode` (the CNN, any number of frames at once) and `recur` (LSTM and heads) split the step
+  so that a sequence is encoded in one batched pass before the LSTM scans it: convolution
+  gradients inside a `lax.scan` are many times slower on XLA:CPU.
+  """
   channels: Sequence[int]
   lstm: int
   act: ActionSpec
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, carry: Carry, frame: jax.Array):
-    x = (frame * 2.0 - 1.0).astype(self.dtype)
-    for i, ch in enumerate(self.channels):
-      x = nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                  name=f"conv{i}")(x)
-      x = nn.relu(nn.max_pool(x, (2, 2), strides=(2, 2)))
-    x = x.reshape(x.shape[0], -1)
-    carry, h = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                                    name="lstm")(carry, x)
-    carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
+  def setup(self):
+    self.convs = [nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=PARAM_DTYPE)
+                  for ch in self.channels]
+    self.cell = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE)
     size = self.act.num_actions if self.act.discrete else 2 * self.act.dim
-    out = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE, name="actor")(h)
-    value = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE, name="critic")(h)[..., 0]
-    return carry, out.astype(jnp.float32), value.astype(jnp.float32)
+    self.actor = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE)
+    self.critic = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE)
+
+  def encode(self, frame: jax.Array) -> jax.Array:
+    """frames [N, 64, 64, 3] in [0, 1] -> features [N, D]."""
+    x = (frame * 2.0 - 1.0).astype(self.dtype)
+    for conv in self.convs:
+      x = nn.relu(nn.max_pool(conv(x), (2, 2), strides=(2, 2)))
+    return x.reshape(x.shape[0], -1)
+
+  def recur(self, carry: Carry, features: jax.Array):
+    """(carry, features [N, D]) -> (carry, policy output, value [N])."""
+    carry, h = self.cell(carry, features)
+    carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
+    return carry, self.actor(h).astype(jnp.float32), self.critic(h)[..., 0].astype(jnp.float32)
+
+  def __call__(self, carry: Carry, frame: jax.Array):
+    return self.recur(carry, self.encode(frame))
 
 
 def policy_dist(out: jax.Array, act: ActionSpec, temperature: float = 1.0):
@@ -87,15 +100,19 @@ class ImaginedActorCritic:
     return (zeros, zeros)
 
   def unroll(self, params, carry: Carry, frames: jax.Array, is_first: jax.Array | None = None):
-    """frames [B, L, 64, 64, 3] in [0, 1], optional is_first [B, L] (resets) -> (carry, out [B, L, ...], value [B, L])."""
+    """frames [B, L, 64, 64, 3] in [0, 1], optional is_first [B, L] (resets) -> (carry, out [B, L, ...], value [B, L]): the frames encoded in one pass, then the LSTM scanned over them."""
+    B, L = frames.shape[:2]
+    features = self.net.apply(params, frames.reshape((B * L,) + frames.shape[2:]),
+                              method=ActorCriticNet.encode).reshape(B, L, -1)
+
     def step(carry, xs):
-      frame, first = xs
+      feature, first = xs
       if first is not None:
         carry = reset_carry(carry, first)
-      carry, out, value = self.net.apply(params, carry, frame)
+      carry, out, value = self.net.apply(params, carry, feature, method=ActorCriticNet.recur)
       return carry, (out, value)
     swap = lambda x: None if x is None else jnp.swapaxes(x, 0, 1)
-    carry, (out, value) = jax.lax.scan(step, carry, (swap(frames), swap(is_first)))
+    carry, (out, value) = jax.lax.scan(step, carry, (swap(features), swap(is_first)))
     return carry, swap(out), swap(value)
 
   def sample_action(self, out: jax.Array, key: jax.Array, temperature: float = 1.0) -> jax.Array:

@@ -147,15 +147,21 @@ class DiamondModel:
 
   def _transitions(self, params, carry, frames: jax.Array, next_actions: jax.Array,
                    next_is_first: jax.Array):
-    """Runs the reward/end LSTM over transitions frames[:, t] -> frames[:, t + 1] under next_actions[:, t] [B, L - 1]; the carry restarts at 0 where next_is_first [B, L - 1] (a transition into a new episode is no transition) -> (carry, reward logits [B, L - 1, 3], end logits [B, L - 1, 2])."""
+    """Runs the reward/end model over transitions frames[:, t] -> frames[:, t + 1] under next_actions[:, t] [B, L - 1]: all transitions encoded at once, then the LSTM over time, its carry restarting at 0 where next_is_first [B, L - 1] (a transition into a new episode is no transition) -> (carry, reward logits [B, L - 1, 3], end logits [B, L - 1, 2])."""
+    B, L = frames.shape[:2]
+    flat = lambda x: x.reshape((B * (L - 1),) + x.shape[2:])
+    features = self.reward_end_net.apply(params, flat(frames[:, :-1]), flat(next_actions),
+                                         flat(frames[:, 1:]), method=RewardEndNet.encode)
+
     def step(carry, xs):
-      frame, action, next_frame, first = xs
-      carry, reward, end = self.reward_end_step(params, carry, frame, action, next_frame)
+      feature, first = xs
+      carry, reward, end = self.reward_end_net.apply(params, carry, feature,
+                                                     method=RewardEndNet.recur)
       carry = jax.tree.map(lambda c: jnp.where(first[:, None], 0.0, c), carry)
       return carry, (reward, end)
     swap = lambda x: jnp.swapaxes(x, 0, 1)
-    carry, (reward, end) = jax.lax.scan(step, carry, (
-        swap(frames[:, :-1]), swap(next_actions), swap(frames[:, 1:]), swap(next_is_first)))
+    carry, (reward, end) = jax.lax.scan(
+        step, carry, (swap(features.reshape(B, L - 1, -1)), swap(next_is_first)))
     return carry, swap(reward), swap(end)
 
   def reward_end_loss(self, params, batch: dict) -> tuple[jax.Array, dict]:

@@ -331,11 +331,13 @@ class HistoryEncoder(nn.Module):
 
 
 class RewardEndNet(nn.Module):
-  """(LSTM carry, frame [N, h, w, 3], action int [N], next frame [N, h, w, 3], frames in [-1, 1])
-  -> (carry, reward-sign logits [N, 3], end logits [N, 2]), float32: a `DownPath` with middle
-  attention blocks over cat[frame, next frame] conditioned through AdaGN on Embed(action), the
-  flattened lowest-level features into an LSTM, then Linear -> SiLU -> Linear (no bias) to 3 + 2
-  logits (DIAMOND rew_end_model.RewEndModel: a separate reward/termination model)."""
+  """DIAMOND's reward/termination model (rew_end_model.RewEndModel, a separate CNN-LSTM): `encode`
+  maps transitions (frame, action int, next frame) [N] (frames [N, h, w, 3] in [-1, 1]) to
+  features [N, D] with a `DownPath` (middle attention blocks) over cat[frame, next frame]
+  conditioned through AdaGN on Embed(action), flattened; `recur` runs the LSTM one step on them
+  and reads (carry, reward-sign logits [N, 3], end logits [N, 2]) through Linear -> SiLU ->
+  Linear (no bias), float32. Encoding whole sequences at once, then recurring, is DIAMOND's
+  order (its encoder runs on (b t) frames)."""
   channels: Sequence[int]
   depths: Sequence[int]
   cond_channels: int
@@ -343,18 +345,26 @@ class RewardEndNet(nn.Module):
   num_actions: int
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, carry, frame, action, next_frame):
-    cond = nn.Embed(self.num_actions, self.cond_channels, param_dtype=PARAM_DTYPE,
-                    name="act_emb")(action)
-    x = DownPath(self.channels, self.depths, middle=True, dtype=self.dtype, name="encoder")(
-        jnp.concatenate([frame, next_frame], -1), cond)[-1]
-    carry, h = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE,
-                                    name="lstm")(carry, x.reshape(x.shape[0], -1))
+  def setup(self):
+    self.act_emb = nn.Embed(self.num_actions, self.cond_channels, param_dtype=PARAM_DTYPE)
+    self.encoder = DownPath(self.channels, self.depths, middle=True, dtype=self.dtype)
+    self.cell = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE)
+    self.head0 = dense(self.lstm, self.dtype)
+    self.head1 = dense(5, self.dtype, use_bias=False)
+
+  def encode(self, frame, action, next_frame):
+    x = self.encoder(jnp.concatenate([frame, next_frame], -1), self.act_emb(action))[-1]
+    return x.reshape(x.shape[0], -1)
+
+  def recur(self, carry, features):
+    carry, h = self.cell(carry, features)
     carry = jax.tree.map(lambda c: c.astype(jnp.float32), carry)
-    h = nn.silu(dense(self.lstm, self.dtype, name="head0")(h))
-    logits = dense(5, self.dtype, name="head1", use_bias=False)(h).astype(jnp.float32)
+    logits = self.head1(nn.silu(self.head0(h))).astype(jnp.float32)
     return carry, logits[:, :3], logits[:, 3:]
+
+  def __call__(self, carry, frame, action, next_frame):
+    """One transition: `encode`, then `recur`."""
+    return self.recur(carry, self.encode(frame, action, next_frame))
 
 
 class _Denoiser(nn.Module):
