@@ -173,6 +173,7 @@ def test_acting_resets_the_lstm_where_an_episode_starts(agent_update):
   assert float(jnp.abs(again[1][1] - fresh[1][1]).max()) > 0
 
 
+@pytest.mark.slow   # two compiles of the full update (~1.5 min); `make test-all` runs it
 def test_runs_through_the_loop_and_resumes(tmp_path):
   config = diamond_config.get_config("debug")
   config.run.update(steps=200, eval_every=200, eval_episodes=2, log_every=100,

@@ -194,7 +194,7 @@ def test_workdir_that_is_a_file_gives_one_sentence(tmp_path, suffix, expected):
 def test_missing_config_file_names_the_existing_configs(tmp_path, overrides):
   line = _error_line(_run(tmp_path / "run", *overrides, method="nope", check=False))
   assert line == ("error: --config=experiments/configs/nope.py:debug: experiments/configs/"
-                  "nope.py does not exist; the method configs are dreamerv1.py, dreamerv2.py, "
+                  "nope.py does not exist; the method configs are diamond.py, dreamerv1.py, dreamerv2.py, "
                   "dreamerv3.py, iris.py, random.py, storm.py in experiments/configs/ (use "
                   "--config=experiments/"
                   "configs/<method>.py:<variant>).")
