@@ -1,5 +1,8 @@
 """Diffusion denoiser networks F of DIAMOND and DWM: a frame-stack U-Net and a cross-attention U-Net.
 
+(Also DIAMOND's reward/termination CNN-LSTM, `RewardEndNet`, which shares their blocks: the
+conditioned down path `DownPath` of ResBlocks with AdaGN.)
+
 Both predict the EDM network output F(c_in x, c_noise, history) of DWM eq. 2 (wm_jax/core/edm.py
 wraps it into the denoiser D) and share one signature:
 
