@@ -2,6 +2,7 @@
 staged update, data parallelism, start-up errors and a run of the loop. Tiny 'debug' sizes;
 the update is compiled once per process (module fixture)."""
 
+import functools
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ from wm_jax.agents.iris import IrisLearner, make_iris
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.iris import WorldModelNet, quantize
-from wm_jax.train import train, validate
+from wm_jax.train import phased_updates, train, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")},
@@ -68,8 +69,11 @@ def setup(request, tmp_path_factory):
   agent = make_iris(debug_agent_config(), SPEC)
   mesh = parallel.make_mesh()
   state = parallel.replicate(agent.init(jax.random.PRNGKey(0)), mesh)
-  update = parallel.data_parallel(agent.update, mesh)
-  yield learner, agent, state, lambda s, b, k: update(s, parallel.shard_batch(b, mesh), k), eight
+  update_for = phased_updates(agent, mesh)   # the phase of the state's update count
+
+  def update(state, batch, key):
+    return update_for(int(state["step"]))(state, parallel.shard_batch(batch, mesh), key)
+  yield learner, agent, state, update, eight
   if eight is not None and eight[0].poll() is None:
     eight[0].kill()
 
@@ -248,7 +252,7 @@ DATA_PARALLEL = textwrap.dedent("""
                                "--xla_backend_optimization_level=0")
     os.environ["JAX_PLATFORMS"] = "cpu"
     sys.path.insert(0, sys.argv[1]); sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
-    import jax, numpy as np
+    import functools, jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from test_iris import EIGHT_DEVICE_STEP, SPEC, debug_agent_config, replay_batch
     from wm_jax.agents.iris import make_iris
@@ -259,7 +263,8 @@ DATA_PARALLEL = textwrap.dedent("""
     state = agent.init(jax.random.PRNGKey(0))
     state = {**state, "step": state["step"] + EIGHT_DEVICE_STEP}
     batch, key = replay_batch(first_at=(2,)), jax.random.PRNGKey(1)
-    multi = jax.jit(agent.update, in_shardings=(rep, shard, rep), out_shardings=(rep, rep))(
+    update = functools.partial(agent.update, phase=agent.schedule(EIGHT_DEVICE_STEP))
+    multi = jax.jit(update, in_shardings=(rep, shard, rep), out_shardings=(rep, rep))(
         jax.device_put(state, rep), jax.device_put(batch, shard), jax.device_put(key, rep))
     assert len(jax.tree.leaves(multi)[0].sharding.device_set) == 8
     np.savez(sys.argv[2], *[np.asarray(x) for x in jax.tree.leaves(multi)])
@@ -298,7 +303,8 @@ def test_continuous_actions_and_bfloat16_trace_through_update_and_act():
   agent = make_iris(config, spec)
   state = jax.eval_shape(agent.init, jax.random.PRNGKey(0))
   batch = {**replay_batch(), "action": jnp.zeros((8, 6, 2), jnp.float32)}
-  _, metrics = jax.eval_shape(agent.update, state, batch, jax.random.PRNGKey(1))
+  update = functools.partial(agent.update, phase=agent.schedule(0))
+  _, metrics = jax.eval_shape(update, state, batch, jax.random.PRNGKey(1))
   assert {"tokenizer_loss", "world_model_loss", "actor_critic_loss"} <= set(metrics)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state["params"]))
   obs = {"image": batch["image"][:, 0], "is_first": batch["is_first"][:, 0]}

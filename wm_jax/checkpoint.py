@@ -49,5 +49,22 @@ class Checkpointer:
           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); move that "
           f"folder aside to resume from an older checkpoint, or use a new --workdir.") from None
 
+  def restore_part(self, name: str, template):
+    """(tree[name] of the latest checkpoint, shaped like `template`, its step), reading no other
+    part (a policy without its replay); None if there is no checkpoint."""
+    step = self.latest_step()
+    if step is None:
+      return None
+    abstract = {name: jax.tree.map(ocp.utils.to_shape_dtype_struct, template)}
+    try:
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
+      return out["state"][name], step
+    except Exception as e:  # as in `restore`
+      raise CorruptCheckpointError(
+          f"Checkpoint {os.path.join(self.directory, str(step))} cannot be read "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); move that "
+          f"folder aside to use an older checkpoint.") from None
+
   def close(self) -> None:
     self.manager.close()

@@ -30,8 +30,8 @@ def append_jsonl(path: str, record: dict) -> None:
     f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
 
 
-def trim_jsonl(path: str, max_step: int) -> int:
-  """Keeps the lines with agent_step <= max_step (a resumed run redoes the rest).
+def trim_jsonl(path: str, max_step: int, clock: str = "agent_step") -> int:
+  """Keeps the lines with `clock` <= max_step (a resumed run redoes the rest).
 
   The removed lines and any torn line go to `<path>.discarded`, so nothing is lost.
   Returns the number of lines removed.
@@ -42,7 +42,7 @@ def trim_jsonl(path: str, max_step: int) -> int:
   with open(path) as f:
     for line in f:
       try:
-        ok = json.loads(line)["agent_step"] <= max_step
+        ok = json.loads(line)[clock] <= max_step
       except (ValueError, KeyError):
         ok = False
       (keep if ok else drop).append(line if line.endswith("\n") else line + "\n")

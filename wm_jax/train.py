@@ -16,18 +16,19 @@ updates (one host sync), so updates queue asynchronously on accelerators.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import signal
 import sys
 import time
+from typing import Callable
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from experiments.configs.common import RESUMABLE_FIELDS
 from wm_jax import parallel
 from wm_jax.agents import check_agent_config, make_agent
 from wm_jax.checkpoint import Checkpointer
@@ -39,6 +40,11 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 
 # ---------------------------------------------------------------------------------------------
 # Run directory and config checks.
+
+# Fields a resumed run may change (extending or re-scheduling a run); any other difference
+# between the saved and the given config refuses the resume.
+RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
+                    "run.checkpoint_every", "run.metrics_every")
 
 
 def flatten_dict(tree: dict, prefix: str = "") -> dict:
@@ -52,14 +58,14 @@ def flatten_dict(tree: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_differences(saved: dict, given: dict) -> list[str]:
+def config_differences(saved: dict, given: dict, resumable=RESUMABLE_FIELDS) -> list[str]:
   """Fields (dotted paths) whose values differ, ignoring those a resume may change."""
   a, b = flatten_dict(saved), flatten_dict(given)
   return sorted(k for k in set(a) | set(b)
-                if k not in RESUMABLE_FIELDS and a.get(k, "<absent>") != b.get(k, "<absent>"))
+                if k not in resumable and a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
-def prepare_workdir(workdir: str, config, card: dict) -> bool:
+def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS) -> bool:
   """Writes config.json and protocol.json (`card`) into a new workdir; for an existing one
   first checks that both match, so a refused resume leaves the run untouched.
 
@@ -88,7 +94,7 @@ def prepare_workdir(workdir: str, config, card: dict) -> bool:
     except ValueError:
       raise RunConfigError(f"{path} is not valid JSON; restore it or use a new "
                            f"--workdir.") from None
-    diffs = config_differences(saved, given)
+    diffs = config_differences(saved, given, resumable)
     if diffs:
       flat_saved, flat_given = flatten_dict(saved), flatten_dict(given)
       shown = "; ".join(f"{k}: saved {flat_saved.get(k, '<absent>')!r}, given "
@@ -170,7 +176,7 @@ def evaluate(agent, act, state, env, episodes: int, key) -> list[tuple[float, in
 # The loop.
 
 
-class _StopFlag:
+class StopFlag:
   """Set by SIGTERM/SIGINT; the loop then checkpoints and returns."""
 
   def __init__(self):
@@ -190,6 +196,22 @@ class _StopFlag:
 
 def _crossed(before: int, after: int, every: int) -> bool:
   return after // every > before // every
+
+
+def phased_updates(agent, mesh) -> Callable[[int], Callable]:
+  """updates -> the data-parallel jitted update to run at that update count: one function, or
+  for a scheduled agent one per phase (`agent.schedule`, compiled when first reached)."""
+  if agent.schedule is None:
+    update = parallel.data_parallel(agent.update, mesh)
+    return lambda updates: update
+  compiled = {}
+
+  def update_for(updates: int):
+    phase = agent.schedule(updates)
+    if phase not in compiled:
+      compiled[phase] = parallel.data_parallel(functools.partial(agent.update, phase=phase), mesh)
+    return compiled[phase]
+  return update_for
 
 
 def _select(step: dict, keys) -> dict:
@@ -246,7 +268,7 @@ def train(config, workdir: str, progress: bool = True) -> dict:
 
   logger = RunLogger(workdir, env.frames_per_step,
                      {"suite": config.env.suite, "task": config.env.task, "seed": seed})
-  stop = _StopFlag()
+  stop = StopFlag()
   try:
     counters = _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, logger,
                      mesh, stop, progress)
@@ -276,7 +298,7 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
       return action, carry, replay_state
     collect = jax.jit(collect, donate_argnums=2)  # the buffer is updated in place
     sample = jax.jit(replay.sample)
-    update = parallel.data_parallel(agent.update, mesh)
+    update_for = phased_updates(agent, mesh)
 
   t_start, wall_before = time.time(), counters["wall_seconds"]
   queued: list[dict] = []          # device metrics of updates not yet fetched
@@ -336,6 +358,7 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
         # updates (the 2023 code's jax.metrics_every), not after each one.
         tree["key"], sample_key, update_key = jax.random.split(tree["key"], 3)
         batch = parallel.shard_batch(sample(tree["replay"], sample_key), mesh)
+        update = update_for(counters["updates"])
         tree["agent"], metrics = update(tree["agent"], batch, update_key)
         queued.append(metrics)
         counters["updates"] += 1

@@ -4,8 +4,9 @@ A method config (`experiments/configs/<method>.py`) calls `base_config(method, v
 fills `config.agent`. Fields (all overridable with `--config.<path>=<value>`):
 
   method, variant, seed
-  env.suite        'atari' | 'dmc' | 'dmc_vision' | 'classic' | 'sprite'
-  env.task         game / task name ('Pong', 'cheetah_run', 'CartPole-v1', 'reach')
+  env.suite        'atari' | 'dmc' | 'dmc_vision' | 'classic' | 'vizdoom' | 'sprite'
+  env.task         game / task name ('Pong', 'cheetah_run', 'CartPole-v1', 'HealthGathering',
+                   'reach')
   env.num_envs     training envs stepped together; env.eval_envs for evaluation
   env.protocol     suite protocol overrides handed to wm_jax.envs.make_env (the protocol card)
   run.steps        total agent steps (env steps summed over envs; frames = steps x frame skip)
@@ -29,6 +30,7 @@ ATARI_PROTOCOL = dict(image_size=64, frame_skip=4, sticky_prob=0.0, noop_max=30,
                       max_episode_frames=108_000, life_loss_terminal=False)
 DMC_PROTOCOL = dict(action_repeat=2)
 DMC_VISION_PROTOCOL = dict(action_repeat=2, image_size=64)
+VIZDOOM_PROTOCOL = dict(image_size=64, frame_skip=4)
 
 # Benchmark presets: env and run schedule per variant. 100k agent steps = 400k frames on
 # Atari; 1M frames = 500k agent steps on DMC with action repeat 2.
@@ -48,17 +50,16 @@ PRESETS = {
                  protocol=DMC_VISION_PROTOCOL),
         run=dict(steps=500_000, replay_capacity=1_000_000, eval_every=50_000,
                  eval_episodes=10, log_every=5_000, checkpoint_every=50_000)),
+    "vizdoom": dict(
+        env=dict(suite="vizdoom", task="HealthGathering", num_envs=1, eval_envs=8,
+                 protocol=VIZDOOM_PROTOCOL),
+        run=dict(steps=100_000, replay_capacity=100_000, eval_every=25_000,
+                 eval_episodes=16, log_every=1_000, checkpoint_every=10_000)),
     "debug": dict(
         env=dict(suite="classic", task="CartPole-v1", num_envs=2, eval_envs=2, protocol={}),
         run=dict(steps=2_000, replay_capacity=10_000, eval_every=1_000, eval_episodes=4,
                  log_every=200, checkpoint_every=500)),
 }
-
-# Fields a resumed run may change (extending or re-scheduling a run); any other difference
-# between the saved and the given config refuses the resume.
-RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
-                    "run.checkpoint_every", "run.metrics_every")
-
 
 def check_variant(variant: str, known) -> str:
   """Returns the variant, or raises one sentence listing the valid ones."""

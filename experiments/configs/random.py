@@ -1,6 +1,6 @@
 """Uniform random policy: the baseline of every HNS table and the end-to-end check of the
-env -> loop -> logs -> checkpoint -> report path. Variants: atari100k, dmc_proprio,
-dmc_vision, debug."""
+env -> loop -> logs -> checkpoint -> report path, and the default policy of
+experiments.collect. Variants: atari100k, dmc_proprio, dmc_vision, vizdoom, debug."""
 
 from experiments.configs.common import base_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, WorldModel
 from wm_jax.envs.base import EnvSpec, check_name
 
 # method -> "module:builder"; builders take (agent_config, EnvSpec) and return an Agent.
@@ -19,6 +19,13 @@ BUILDERS = {
 }
 
 
+# method -> "module:builder" of the world model alone, for offline training
+# (experiments.train_offline); builders take (agent_config, EnvSpec) and return a WorldModel.
+WORLD_MODEL_BUILDERS = {
+    "diamond": "wm_jax.agents.diamond:make_diamond_world_model",
+}
+
+
 def _module_and_builder(method: str):
   check_name("method", method, list(BUILDERS))
   module, builder = BUILDERS[method].split(":")
@@ -29,6 +36,13 @@ def make_agent(method: str, agent_config, spec: EnvSpec) -> Agent:
   """Builds the Agent of `method` for an env with `spec`."""
   module, builder = _module_and_builder(method)
   return getattr(module, builder)(agent_config, spec)
+
+
+def make_world_model(method: str, agent_config, spec: EnvSpec) -> WorldModel:
+  """Builds the offline-trainable WorldModel of `method` for an env with `spec`."""
+  check_name("method with an offline world model", method, list(WORLD_MODEL_BUILDERS))
+  module, builder = WORLD_MODEL_BUILDERS[method].split(":")
+  return getattr(importlib.import_module(module), builder)(agent_config, spec)
 
 
 def check_agent_config(method: str, agent_config, run_config) -> None:

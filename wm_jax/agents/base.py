@@ -18,6 +18,25 @@ An `Agent` is a bundle of pure functions. The loop jits them and knows nothing e
                  (zeros where is_first), as in DreamerV1/V2's replay,
         'reward' float32 [B, T], 'is_first' / 'is_last' / 'is_terminal' bool [B, T].
       metrics: dict of scalar jax arrays; keys ending in '_loss' are checked for NaN/inf.
+  phase            = agent.schedule(updates)                   (None for one-phase agents)
+      Agents whose components start at different update counts (IRIS, DIAMOND) say on the
+      host which train at update count `updates` (a hashable phase); their update then takes
+      it as a fourth, static argument, `agent.update(state, batch, key, phase)`, and is
+      compiled once per phase (wm_jax/agents/components.py says why not `lax.cond`).
+
+A `WorldModel` is the world-model part of an agent, trained offline on a dataset
+(experiments.train_offline) and used as an env (DESIGN.md's world-model-as-env interface):
+
+  state            = world_model.init(key)        {'params', 'opt', 'step'}
+  state, metrics   = world_model.update(state, batch, key, world_model.schedule(updates))
+      batch as for agent.update; the phase as for a scheduled agent
+  sim              = world_model.reset_from(params, context, key)
+      context: real steps {'image' uint8 [B, C, H, W, 3], 'action' [B, C] (led to each
+      frame), 'is_first' bool [B, C]}, C >= context_length; sim: the model's state at the
+      context's last frame.
+  sim, obs, reward, cont = world_model.step(params, sim, action, key)
+      action [B] taken at the current frame; obs {'image': float32 [B, H, W, 3] in [0, 1]},
+      reward [B], cont [B] in {0, 1}.
 
 `train_ratio` (replayed steps per env step, DreamerV3's definition) and the batch shape live
 in the run config, not here, so the loop schedules updates the same way for every method.
@@ -36,3 +55,13 @@ class Agent(NamedTuple):
   initial_carry: Callable[[int], Carry]
   act: Callable[..., tuple[Any, Carry]]
   update: Optional[Callable[..., tuple[AgentState, dict]]] = None
+  schedule: Optional[Callable[[int], Any]] = None
+
+
+class WorldModel(NamedTuple):
+  init: Callable[..., Any]
+  update: Callable[..., tuple[Any, dict]]
+  schedule: Callable[[int], Any]
+  reset_from: Callable[..., Any]
+  step: Callable[..., tuple]
+  context_length: int   # real frames the model conditions on

@@ -12,8 +12,10 @@ three steps on one replay batch [B, T], in DIAMOND's order (trainer.train_agent)
      world model is reset on the last H frames and rolled out for `horizon` steps (one
      `lax.scan` over horizon x sampler steps); REINFORCE with a value baseline on
      lambda-returns, an entropy bonus and an MSE value loss (wm_jax/agents/cnn_lstm.py).
-The steps are switched by the update counter with `jax.lax.cond`, so the update stays one
-jitted function. The policy acts on the real frames (DIAMOND's agent sees env observations).
+Which steps run is a phase of the update count (`Agent.schedule`), and the update is compiled
+once per phase (wm_jax/agents/components.py). The policy acts on the real frames (DIAMOND's agent sees env observations).
+`make_diamond_world_model(config, spec)` returns steps 1-2 alone as a `WorldModel`, for
+offline training on a dataset (experiments.train_offline).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, WorldModel
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import ComponentLearner, staged
+from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.diffusion import make_denoiser_net
@@ -73,6 +75,9 @@ def make_optimizers(cfg: ml_collections.ConfigDict) -> dict:
   return {name: adamw(cfg[name].opt) for name in ("denoiser", "reward_end", "actor_critic")}
 
 
+COMPONENTS = ("denoiser", "reward_end", "actor_critic")   # in update order
+
+
 class DiamondLearner(ComponentLearner):
   """The agent's pure functions around a `DiamondModel` and an `ImaginedActorCritic`."""
   world_model_parts = ("denoiser", "reward_end")
@@ -106,12 +111,17 @@ class DiamondLearner(ComponentLearner):
   def train_reward_end(self, params, opt, batch):
     return self._train("reward_end", lambda p: self.model.reward_end_loss(p, batch), params, opt)
 
+  def train_world_model(self, phase: tuple, params, opt, batch, key):
+    """Denoiser then reward/end step, each where phase (bool, bool) says it trains."""
+    params, opt, m_den = staged(phase[0], self.train_denoiser, params, opt, batch, key)
+    params, opt, m_rew = staged(phase[1], self.train_reward_end, params, opt, batch)
+    return params, opt, {**m_den, **m_rew}
+
 
 def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
   """The DIAMOND `Agent` for the `agent` sub-config `cfg` and an env with image observations and discrete actions."""
   check_agent_config(cfg)
   learner = DiamondLearner(cfg, spec)
-  schedule = cfg.schedule
 
   def init(key):
     k_model, k_ac = jax.random.split(key)
@@ -130,20 +140,44 @@ def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     return learner.ac.act(state["params"]["actor_critic"], carry, frame, obs["is_first"], key,
                           explore)
 
-  def update(state, batch, key):
-    """Denoiser, reward/end model and actor-critic steps on a replay batch [B, T], each from its `schedule.*_start` update on (DIAMOND trainer.train_agent)."""
-    k_den, k_ac = jax.random.split(key)
-    step, params, opt = state["step"], state["params"], state["opt"]
-    params, opt, m_den = staged(step >= schedule.denoiser_start, learner.train_denoiser,
-                                params, opt, batch, k_den)
-    params, opt, m_rew = staged(step >= schedule.reward_end_start, learner.train_reward_end,
-                                params, opt, batch)
-    params, opt, m_ac = staged(step >= schedule.actor_critic_start,
-                               learner.train_actor_critic, params, opt, batch, k_ac)
-    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), {**m_den, **m_rew, **m_ac})
-    return {"step": step + 1, "params": params, "opt": opt}, metrics
+  def update(state, batch, key, phase):
+    """Denoiser, reward/end model and actor-critic steps on a replay batch [B, T], each where
+    the static phase (from `schedule`: update count >= its `schedule.*_start`) says it trains
+    (DIAMOND trainer.train_agent)."""
+    k_wm, k_ac = jax.random.split(key)
+    params, opt, m_wm = learner.train_world_model(phase[:2], state["params"], state["opt"],
+                                                  batch, k_wm)
+    params, opt, m_ac = staged(phase[2], learner.train_actor_critic, params, opt, batch, k_ac)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), {**m_wm, **m_ac})
+    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
   # init runs once: compiled without LLVM optimisation (as IRIS's), it compiles in a third
   # of the time on a CPU.
   init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
+  return Agent(init=init, initial_carry=initial_carry, act=act, update=update,
+               schedule=schedule_phase(cfg.schedule, COMPONENTS))
+
+
+def make_diamond_world_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
+  """DIAMOND's world model alone (denoiser + reward/end model, no actor-critic) as a
+  `WorldModel` for offline training: each update steps both components on one batch, each from
+  its `schedule.*_start` update on (a start beyond the run's updates leaves it untrained)."""
+  check_agent_config(cfg)
+  learner = DiamondLearner(cfg, spec)
+
+  def init(key):
+    params = learner.model.init(key)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt": {name: learner.opts[name].init(params[name])
+                    for name in learner.world_model_parts}}
+
+  def update(state, batch, key, phase):
+    params, opt, metrics = learner.train_world_model(phase, state["params"], state["opt"],
+                                                     batch, key)
+    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
+
+  init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
+  return WorldModel(init=init, update=update,
+                    schedule=schedule_phase(cfg.schedule, COMPONENTS[:2]),
+                    reset_from=learner.model.reset_from,
+                    step=learner.model.step, context_length=learner.model.H)

@@ -12,8 +12,8 @@ three stages on one replay batch [B, T], in the IRIS code's order (trainer.train
      reconstructions D(E(x)) of frames T - 1 - burn_in .. T - 2 without gradient, then the
      world model, reset on the last frame(s), is rolled out for `horizon` steps; REINFORCE with
      a value baseline on lambda-returns, an entropy bonus and an MSE value loss (IRIS sec. 2.3).
-The stages are switched by the update counter `state['step']` with `jax.lax.cond`, so the
-update stays one jitted function; IRIS's epochs of 200 env steps with 200 steps per component
+Which stages run is a phase of the update count (`Agent.schedule`), and the update is compiled
+once per phase (wm_jax/agents/components.py); IRIS's epochs of 200 env steps with 200 steps per component
 become update counts (the config says how); a stage not yet started reports its metrics as 0.
 The policy acts on D(E(x)), as in the IRIS code.
 """
@@ -27,7 +27,7 @@ import optax
 
 from wm_jax.agents.base import Agent
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import ComponentLearner, staged
+from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
 from wm_jax.core import losses
 from wm_jax.envs.base import ActionSpec, EnvSpec
 from wm_jax.errors import RunConfigError
@@ -186,22 +186,22 @@ def make_iris(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     frame = learner.model.reconstruct(params["tokenizer"], obs["image"])
     return learner.ac.act(params["actor_critic"], carry, frame, obs["is_first"], key, explore)
 
-  def update(state, batch, key):
-    """Staged update on a replay batch [B, T]: tokenizer, world model, actor-critic, each from its `schedule.*_start` update on (IRIS trainer.train_agent)."""
+  def update(state, batch, key, phase):
+    """Staged update on a replay batch [B, T]: tokenizer, world model, actor-critic, each where
+    the static phase (from `schedule`: update count >= its `schedule.*_start`) says it trains
+    (IRIS trainer.train_agent)."""
     check_sequence_length(cfg, batch["is_first"].shape[1])   # static: at trace time
     k_tok, k_ac = jax.random.split(key)
-    step, params, opt = state["step"], state["params"], state["opt"]
-    params, opt, m_tok = staged(step >= schedule.tokenizer_start, learner.train_tokenizer,
-                                 params, opt, batch, k_tok)
-    params, opt, m_wm = staged(step >= schedule.world_model_start, learner.train_world_model,
-                                params, opt, batch)
-    params, opt, m_ac = staged(step >= schedule.actor_critic_start,
-                                learner.train_actor_critic, params, opt, batch, k_ac)
+    params, opt = state["params"], state["opt"]
+    params, opt, m_tok = staged(phase[0], learner.train_tokenizer, params, opt, batch, k_tok)
+    params, opt, m_wm = staged(phase[1], learner.train_world_model, params, opt, batch)
+    params, opt, m_ac = staged(phase[2], learner.train_actor_critic, params, opt, batch, k_ac)
     metrics = {**m_tok, **m_wm, **m_ac}
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
-    return {"step": step + 1, "params": params, "opt": opt}, metrics
+    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
   # init runs once: compiled without LLVM optimisation, its ~600 threefry hashes (flax folds
   # the key into every parameter's path) compile in ~6 s instead of ~18 s on a CPU.
   init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
+  return Agent(init=init, initial_carry=initial_carry, act=act, update=update,
+               schedule=schedule_phase(schedule, ("tokenizer", "world_model", "actor_critic")))

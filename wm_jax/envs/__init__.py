@@ -2,7 +2,8 @@
 
 Suites: 'atari' (Atari-100k via envpool), 'dmc' (DMControl proprio via envpool),
 'dmc_vision' (DMControl rendered 64x64 with dm_control), 'classic' (envpool classic
-control), 'sprite' (a tiny pure-JAX pixel env, task 'reach'). Every env carries its protocol
+control), 'vizdoom' (3-D ViZDoom scenarios via envpool), 'sprite' (a tiny pure-JAX pixel env,
+task 'reach'). Every env carries its protocol
 card (`env.protocol`, a frozen dataclass) and `env.frames_per_step` (emulator/control frames
 per agent step, for frame budgets such as Atari-100k's 400k frames).
 """
@@ -15,7 +16,7 @@ from typing import Any
 from wm_jax.envs import base
 from wm_jax.envs.base import BatchedEnv, EnvSpec, Step, UnknownNameError
 
-SUITES = ("atari", "dmc", "dmc_vision", "classic", "sprite")
+SUITES = ("atari", "dmc", "dmc_vision", "classic", "vizdoom", "sprite")
 SPRITE_TASKS = ("reach",)
 
 # The 26 games of Atari-100k (Kaiser et al. 2020), envpool names without '-v5'.
@@ -40,6 +41,9 @@ def check_task(suite: str, task: str) -> None:
   elif suite == "classic":
     from wm_jax.envs import classic
     base.check_name("classic-control task", task, classic.classic_tasks())
+  elif suite == "vizdoom":
+    from wm_jax.envs import vizdoom
+    base.check_name("ViZDoom scenario", task, vizdoom.vizdoom_tasks())
   else:
     base.check_name("sprite task", task, SPRITE_TASKS)
 
@@ -66,6 +70,10 @@ def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool
     from wm_jax.envs import classic
     protocol = base.replace_protocol(classic.ClassicProtocol(), "classic", protocol_overrides)
     return classic.ClassicEnv(task, num_envs, seed, protocol)
+  if suite == "vizdoom":
+    from wm_jax.envs import vizdoom
+    protocol = base.replace_protocol(vizdoom.VizDoomProtocol(), "ViZDoom", protocol_overrides)
+    return vizdoom.VizDoomEnv(task, num_envs, seed, protocol)
   from wm_jax.envs import sprite
   protocol = base.replace_protocol(sprite.SpriteProtocol(), "sprite", protocol_overrides)
   return sprite.SpriteEnv(num_envs, seed, protocol)

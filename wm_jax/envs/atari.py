@@ -66,12 +66,48 @@ def _envpool_kwargs(protocol: AtariProtocol) -> dict[str, Any]:
       reward_clip=False)
 
 
-def _to_hwc(obs: np.ndarray) -> np.ndarray:
+def to_hwc(obs: np.ndarray) -> np.ndarray:
   """envpool's [N, 3, H, W] uint8 frames -> [N, H, W, 3]."""
   return np.ascontiguousarray(obs.transpose(0, 2, 3, 1))
 
 
-class AtariEnv:
+class EnvpoolPixelEnv:
+  """N envpool envs with RGB frames and discrete actions behind the Step dict of
+  wm_jax.envs.base (auto-reset flags, [N, H, W, 3] frames); subclasses set `_env`, `spec`,
+  `num_envs` and may override `_game_over`."""
+
+  def _set_spec(self, size: int) -> None:
+    """The EnvSpec of [size, size, 3] frames and the envpool env's discrete actions."""
+    self.spec = base.EnvSpec(
+        obs={"image": base.ArraySpec((size, size, 3), "uint8")},
+        act=base.ActionSpec(discrete=True, num_actions=int(self._env.action_space.n)))
+    self._was_last = np.zeros(self.num_envs, bool)
+
+  def _game_over(self, is_last, terminated, truncated, info):
+    """is_game_over [N] of a step; None: the same as is_last."""
+    del is_last, terminated, truncated, info
+    return None
+
+  def reset(self) -> base.Step:
+    """Starts every env: 'image' uint8 [N, image_size, image_size, 3], is_first all True."""
+    obs, _ = self._env.reset()
+    self._was_last = np.zeros(self.num_envs, bool)
+    return {"image": to_hwc(obs), **base.first_step_flags(self.num_envs)}
+
+  def step(self, actions: np.ndarray) -> base.Step:
+    """One agent step (frame_skip frames) of every env; actions int [N]."""
+    obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions, np.int32))
+    is_last = terminated | truncated
+    flags = base.auto_reset_flags(self._was_last, reward, is_last, terminated,
+                                  self._game_over(is_last, terminated, truncated, info))
+    self._was_last = is_last
+    return {"image": to_hwc(obs), **flags}
+
+  def close(self) -> None:
+    self._env.close()
+
+
+class AtariEnv(EnvpoolPixelEnv):
   """N Atari games stepped together by envpool; see wm_jax.envs.base for the Step dict."""
 
   suite = "atari"
@@ -85,27 +121,8 @@ class AtariEnv:
     self.frames_per_step = protocol.frame_skip
     self._env = envpool.make(f"{game}-v5", env_type="gymnasium", num_envs=num_envs,
                              seed=seed, **_envpool_kwargs(protocol))
-    size = protocol.image_size
-    self.spec = base.EnvSpec(
-        obs={"image": base.ArraySpec((size, size, 3), "uint8")},
-        act=base.ActionSpec(discrete=True, num_actions=int(self._env.action_space.n)))
-    self._was_last = np.zeros(num_envs, bool)
+    self._set_spec(protocol.image_size)
 
-  def reset(self) -> base.Step:
-    """Starts every game: 'image' uint8 [N, image_size, image_size, 3], is_first all True."""
-    obs, _ = self._env.reset()
-    self._was_last = np.zeros(self.num_envs, bool)
-    return {"image": _to_hwc(obs), **base.first_step_flags(self.num_envs)}
-
-  def step(self, actions: np.ndarray) -> base.Step:
-    """One agent step (frame_skip frames) of every game; actions int [N]."""
-    obs, reward, terminated, truncated, info = self._env.step(np.asarray(actions, np.int32))
-    is_last = terminated | truncated
+  def _game_over(self, is_last, terminated, truncated, info):
     # A lost life is `terminated` while the ALE game goes on; the game ends at game over.
-    is_game_over = is_last & (info["terminated"].astype(bool) | truncated)
-    flags = base.auto_reset_flags(self._was_last, reward, is_last, terminated, is_game_over)
-    self._was_last = is_last
-    return {"image": _to_hwc(obs), **flags}
-
-  def close(self) -> None:
-    self._env.close()
+    return is_last & (info["terminated"].astype(bool) | truncated)

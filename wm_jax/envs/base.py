@@ -77,7 +77,7 @@ class BatchedEnv(Protocol):
   num_envs: int
   spec: EnvSpec
   protocol: Any   # a frozen dataclass (the protocol card), written into every run directory
-  suite: str      # 'atari', 'dmc', 'dmc_vision', 'classic' or 'sprite'
+  suite: str      # 'atari', 'dmc', 'dmc_vision', 'classic', 'vizdoom' or 'sprite'
   task: str       # game or task name as given to make_env
   frames_per_step: int   # emulator/control frames per agent step (Atari 4, DMC action repeat)
 

@@ -28,11 +28,12 @@ def _colors(labels):
 
 
 def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[str, float]],
-                    xlabel: str = "env frames", ylabel: str = "return") -> Figure:
+                    xlabel: str = "env frames", ylabel: str = "return",
+                    title: str | None = None) -> Figure:
   """One panel per game, its axes labelled `xlabel` and `ylabel`: each label's runs as
   (x [P], return [P]) pairs, their mean drawn bold and single runs thin; `hlines[game][name]`
   draws reference levels (RANDOM_REFERENCE, HUMAN_REFERENCE, published final scores) as dashed
-  lines."""
+  lines. Also any other curves per panel (open-loop PSNR per step, with `title`)."""
   games = sorted(set(curves) | set(hlines))
   cols = min(5, max(1, len(games)))
   rows = max(1, math.ceil(len(games) / cols))
@@ -69,8 +70,28 @@ def learning_curves(curves: dict[str, dict[str, list]], hlines: dict[str, dict[s
       handles.setdefault(l, h)
   fig.legend(handles.values(), handles.keys(), loc="outside lower center",
              ncols=min(6, max(1, len(handles))), fontsize=8)
-  fig.suptitle(f"Learning curves ({ylabel} against {xlabel}; dashed: reference levels)",
+  fig.suptitle(title or f"Learning curves ({ylabel} against {xlabel}; dashed: reference levels)",
                fontsize=10)
+  return fig
+
+
+def frame_strip(rows: dict[str, np.ndarray], column_labels: list[str], title: str) -> Figure:
+  """A grid of frames: one row per label, rows[label] float [K, h, w, 3] in [0, 1], one column
+  per entry of `column_labels` (real vs generated frames at the same steps)."""
+  cols = len(column_labels)
+  fig = Figure(figsize=(1.3 * cols + 0.8, 1.35 * len(rows) + 0.5), layout="constrained")
+  axes = fig.subplots(len(rows), cols, squeeze=False)
+  for r, (label, frames) in enumerate(rows.items()):
+    for c in range(cols):
+      ax = axes[r, c]
+      ax.imshow(np.clip(frames[c], 0.0, 1.0), interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(column_labels[c], fontsize=8)
+      if c == 0:
+        ax.set_ylabel(label, fontsize=8)
+  fig.suptitle(title, fontsize=9)
   return fig
 
 

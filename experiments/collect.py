@@ -1,0 +1,152 @@
+"""Collect an offline dataset of trajectories (wm_jax/dataset.py) from any env of the suite:
+
+  python -m experiments.collect --config=experiments/configs/random.py:atari100k \\
+      --config.env.task=Breakout --steps=50000 --out=data/breakout_random
+
+The env (suite, task, protocol card, number of envs) comes from `--config`'s `env` section.
+`--policy=random` (the default) acts uniformly at random; `--policy=RUN_DIR` acts with the
+agent of a run of `experiments.train` (its config.json and latest checkpoint), sampling its
+actions (`--explore`, the default) or taking its evaluation actions (`--noexplore`).
+
+Rerunning the same command resumes: the dataset keeps its complete shards and collection goes
+on until it holds `--steps` steps (new env seeds, so no episode repeats). A dataset of another
+spec (env, protocol, observation shape) is refused; episodes still open at the end are dropped,
+so every shard holds whole episodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from experiments.config_files import parse_flags
+from wm_jax.agents import make_agent
+from wm_jax.checkpoint import Checkpointer
+from wm_jax.dataset import DatasetWriter, EpisodeSplitter, dataset_spec
+from wm_jax.envs import make_env, protocol_card
+from wm_jax.errors import RunConfigError, UserError
+from wm_jax.replay import to_stored
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config whose `env` section names the env: "
+    "experiments/configs/<method>.py:<variant>.", lock_config=True)
+_OUT = flags.DEFINE_string("out", None, "Dataset folder (created, or resumed if it exists).")
+_STEPS = flags.DEFINE_integer("steps", 10_000, "Steps the dataset holds when done.")
+_POLICY = flags.DEFINE_string("policy", "random", "'random', or a run directory of "
+                              "experiments.train whose agent acts.")
+_EXPLORE = flags.DEFINE_bool("explore", True, "Sample the agent's actions (else its eval mode).")
+_SHARD_STEPS = flags.DEFINE_integer("shard_steps", 10_000, "Steps per shard file (at least).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the envs and the policy.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+flags.mark_flags_as_required(["config", "out"])
+
+
+def _as_tuples(value):
+  """JSON lists back to the tuples a config holds (module fields must be hashable)."""
+  if isinstance(value, dict):
+    return {k: _as_tuples(v) for k, v in value.items()}
+  return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def load_policy(policy: str, spec, seed: int):
+  """(agent, state, name) of `policy`: the random agent, or a trained run's agent at its latest
+  checkpoint (one sentence if the run cannot act in an env of `spec`)."""
+  if policy == "random":
+    return make_agent("random", None, spec), {}, "random"
+  path = os.path.join(policy, "config.json")
+  if not os.path.exists(path):
+    raise RunConfigError(f"--policy={policy} is neither 'random' nor a run directory of "
+                         f"experiments.train (no config.json there): pass one of those.")
+  with open(path) as f:
+    run_config = ml_collections.ConfigDict(_as_tuples(json.load(f)))
+  agent = make_agent(run_config.method, run_config.agent, spec)
+  template = agent.init(jax.random.PRNGKey(seed))
+  restored = Checkpointer(policy).restore_part("agent", template)
+  if restored is None:
+    raise RunConfigError(f"{policy} has no checkpoint yet: train it first, or use "
+                         f"--policy=random.")
+  state, step = restored
+  saved, wanted = jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(template)
+  if len(saved) != len(wanted):
+    raise RunConfigError(f"The checkpoint of {policy} does not hold the agent its config.json "
+                         f"describes: pass a run directory of experiments.train.")
+  for (path, have), want in zip(saved, wanted):
+    if have.shape != want.shape:
+      raise RunConfigError(
+          f"The agent of {policy} does not fit this env ({jax.tree_util.keystr(path)} is "
+          f"{have.shape} in the run, {want.shape} here): collect with the env the run trained "
+          f"on.")
+  return agent, state, f"{run_config.method} run {os.path.abspath(policy)} at step {step}"
+
+
+def collect(env, agent, state, writer: DatasetWriter, steps: int, seed: int, policy: str,
+            explore: bool, progress: bool = True) -> None:
+  """Steps `env` with `agent` and hands whole episodes to `writer` until it holds `steps`."""
+  act = jax.jit(agent.act, static_argnums=4)
+  splitter = EpisodeSplitter(env.num_envs)
+  key = jax.random.PRNGKey(seed)
+  step = env.reset()
+  carry = agent.initial_carry(env.num_envs)
+  action = np.zeros((env.num_envs,) + env.spec.act.shape, env.spec.act.dtype)
+  obs_keys = list(env.spec.obs) + ["reward", "is_first", "is_last", "is_terminal"]
+  bar = tqdm(total=steps, initial=writer.steps, unit="step", disable=not progress,
+             mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"collect {env.task}")
+  written = writer.steps
+  while writer.steps < steps:
+    stored = jax.device_get(to_stored(step, action, env.spec))
+    for episode in splitter.add(stored):
+      writer.add_episode(episode, policy, seed)
+    if writer.steps + writer.pending_steps >= steps:
+      writer.flush(policy, seed)
+    bar.update(writer.steps - written)
+    written = writer.steps
+    key, act_key = jax.random.split(key)
+    action, carry = act(state, carry, {k: step[k] for k in obs_keys}, act_key, explore)
+    action = np.asarray(action)
+    step = env.step(action)
+  bar.close()
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  try:
+    if _STEPS.value <= 0 or _SHARD_STEPS.value <= 0:
+      raise RunConfigError("--steps and --shard_steps must be positive.")
+    env = make_env(config.env.suite, config.env.task, config.env.num_envs, _SEED.value,
+                   **config.env.protocol)
+    try:
+      writer = DatasetWriter(_OUT.value, dataset_spec(protocol_card(env), env.spec),
+                             _SHARD_STEPS.value)
+      if writer.steps >= _STEPS.value:
+        print(f"{_OUT.value} already holds {writer.steps:,} steps (--steps={_STEPS.value:,}).")
+        return
+      # A resumed collect starts new env seeds, so it does not repeat the episodes it has.
+      seed = _SEED.value + 1000 * len(writer.manifest["shards"])
+      if seed != _SEED.value:
+        env.close()
+        env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
+                       **config.env.protocol)
+        print(f"resuming {_OUT.value} at {writer.steps:,} steps", file=sys.stderr)
+      agent, state, policy = load_policy(_POLICY.value, env.spec, seed)
+      collect(env, agent, state, writer, _STEPS.value, seed, policy, _EXPLORE.value,
+              _PROGRESS.value)
+    finally:
+      env.close()
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  print(f"{_OUT.value}: {writer.steps:,} steps, {writer.episodes:,} episodes in "
+        f"{len(writer.manifest['shards'])} shards")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

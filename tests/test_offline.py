@@ -1,0 +1,151 @@
+"""Offline world modelling (wm_jax/offline.py, experiments.train_offline): the metrics against
+hand-computed values, open-loop evaluation through the WorldModel interface, and the entry
+point end to end (train, report, resume, refusals)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wm_jax import offline
+from wm_jax.agents.base import WorldModel
+from wm_jax.dataset import Dataset, DatasetWriter, dataset_spec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_psnr_and_ssim_match_hand_computed_values():
+  real = jnp.full((1, 2, 16, 16, 3), 0.5)
+  brighter = real + 0.1                           # MSE 0.01 -> PSNR 20 dB
+  metrics = offline.frame_metrics(brighter, real)
+  np.testing.assert_allclose(metrics["psnr"], 20.0, rtol=1e-5)
+  # Constant images: SSIM's contrast-structure term is c2 / c2 = 1, leaving the luminance term
+  # (2 m_x m_y + c1) / (m_x^2 + m_y^2 + c1) with c1 = (0.01 * 1)^2 (Wang et al. 2004, eq. 13).
+  c1 = 0.01 ** 2
+  np.testing.assert_allclose(metrics["ssim"], (2 * 0.5 * 0.6 + c1) / (0.25 + 0.36 + c1),
+                             rtol=3e-4)   # float32 Gaussian-filtered moments
+  same = offline.frame_metrics(real, real)
+  assert np.all(same["psnr"] == offline.PSNR_CAP)   # capped, not inf
+  np.testing.assert_allclose(same["ssim"], 1.0, rtol=1e-6)
+
+
+def _stream(episode_lengths, num_actions=3, seed=0):
+  """Episodes of frames that are noise images, as a Dataset."""
+  rng = np.random.default_rng(seed)
+  S = sum(episode_lengths)
+  first, last = np.zeros(S, bool), np.zeros(S, bool)
+  starts = np.concatenate([[0], np.cumsum(episode_lengths)])
+  first[starts[:-1]], last[starts[1:] - 1] = True, True
+  steps = {"image": rng.integers(0, 256, (S, 8, 8, 3), dtype=np.uint8),
+           "action": rng.integers(0, num_actions, S).astype(np.int32),
+           "reward": rng.choice([-1.0, 0.0, 1.0], S).astype(np.float32),
+           "is_first": first, "is_last": last, "is_terminal": last.copy()}
+  spec = {"entries": {}, "env": {}, "action": {}}
+  return Dataset("toy", spec, {}, steps, starts)
+
+
+def _copy_last_model(context: int) -> WorldModel:
+  """A WorldModel that repeats the last context frame and predicts reward 0 and no end."""
+  def reset_from(params, real, key):
+    return real["image"][:, -1].astype(jnp.float32) / 255.0
+
+  def step(params, sim, action, key):
+    zeros = jnp.zeros(sim.shape[:1])
+    return sim, {"image": sim}, zeros, zeros + 1.0
+  return WorldModel(init=None, update=None, schedule=None, reset_from=reset_from, step=step,
+                    context_length=context)
+
+
+def test_eval_windows_stay_inside_one_episode():
+  data = _stream([10, 3, 12])
+  starts = offline.eval_windows(data, [0, 1, 2], context=4, horizon=3, count=100)
+  # Episode 1 (3 steps) is too short; episodes 0 and 2 give 10 - 7 + 1 and 12 - 7 + 1 windows.
+  assert len(starts) == 4 + 6
+  for s in starts:
+    episode = np.searchsorted(data.episode_starts, s, side="right") - 1
+    assert s + 7 <= data.episode_starts[episode + 1]
+
+
+def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
+  data = _stream([20, 20])
+  starts = offline.eval_windows(data, [0, 1], context=2, horizon=4, count=8)
+  windows = offline.gather_windows(data.steps, starts, 6)
+  out = offline.open_loop(_copy_last_model(2), None, windows, 2, jax.random.PRNGKey(0),
+                          np.full((8, 8, 3), 0.5, np.float32), batch=3)
+  np.testing.assert_allclose(out["model"]["psnr"], out["copy_last"]["psnr"], rtol=1e-6)
+  np.testing.assert_allclose(out["model"]["ssim"], out["copy_last"]["ssim"], rtol=1e-6)
+  assert len(out["model"]["psnr"]) == 4 and out["generated"] == 8 * 4
+  # Noise frames: copying one to the next is ~7.8 dB (uniform bytes); not the cap.
+  assert 5 < out["copy_last"]["psnr"][0] < 12
+  real_zero = (windows["reward"][:, 2:] == 0).mean(0)
+  np.testing.assert_allclose(out["reward_accuracy"], real_zero, rtol=1e-6)
+  # The model never predicts an end: right except where a window reaches its episode's end.
+  np.testing.assert_allclose(out["end_accuracy"], 1.0 - windows["is_terminal"][:, 2:].mean(0),
+                             rtol=1e-6)
+
+
+def _tiny_sprite_dataset(directory, image_size=64):
+  """About four 12-step episodes of the real sprite env, written as a dataset."""
+  from experiments.collect import collect, load_policy
+  from wm_jax.envs import make_env, protocol_card
+  env = make_env("sprite", "reach", 2, 0, episode_length=11, image_size=image_size)
+  writer = DatasetWriter(str(directory), dataset_spec(protocol_card(env), env.spec), 1000)
+  agent, state, name = load_policy("random", env.spec, 0)
+  collect(env, agent, state, writer, 40, 0, name, True, progress=False)
+  env.close()
+
+
+def _train_offline(dataset, workdir, *flags):
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.train_offline",
+       "--config=experiments/configs/diamond.py:debug", f"--dataset={dataset}",
+       f"--workdir={workdir}", "--noprogress", "--horizon=3", "--eval_windows=4",
+       "--eval_batch=2", "--log_every=2", "--holdout=0.25", *flags],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_train_offline_reports_resumes_and_never_overwrites(tmp_path):
+  _tiny_sprite_dataset(tmp_path / "data")
+  # A wall-clock budget of 0.6 s ends training after its first (compiling) update.
+  run = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=100", "--max_minutes=0.01")
+  assert run.returncode == 0, run.stderr[-3000:]
+  report = tmp_path / "run" / "eval" / "update_1"
+  for name in ("table.md", "table.csv", "per_step.csv", "results.json", "psnr.png",
+               "strip.png"):
+    assert (report / name).exists(), name
+  results = json.load(open(report / "results.json"))
+  assert results["horizon"] == 3 and len(results["model"]["psnr"]) == 3
+  params = results["params"]
+  assert params["total"] == params["denoiser"] + params["reward_end"] > 0
+  assert results["hz_batch1"] > 0 and results["updates"] == 1
+  table = (report / "table.md").read_text()
+  assert "copy last frame" in table and "FID, FVD and LPIPS are not reported" in table
+  again = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=100",
+                         "--max_minutes=0.01")
+  assert again.returncode != 0 and "Traceback" not in again.stderr
+  assert "already holds the report" in again.stderr.strip().splitlines()[-1]
+  more = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=3")
+  assert more.returncode == 0 and "resuming" in more.stderr, more.stderr[-3000:]
+  assert [json.loads(l)["update"] for l in open(tmp_path / "run" / "metrics.jsonl")] == [1, 2, 3]
+  assert (tmp_path / "run" / "eval" / "update_3" / "table.md").exists()
+  assert (report / "table.md").read_text() == table
+
+
+@pytest.mark.parametrize("problem", ["missing", "image_size"])
+def test_train_offline_bad_dataset_is_one_sentence(tmp_path, problem):
+  if problem == "missing":
+    out = _train_offline(tmp_path / "nothing", tmp_path / "run")
+    expected = "does not exist: write one with `python -m experiments.collect"
+  else:
+    _tiny_sprite_dataset(tmp_path / "data", image_size=32)
+    out = _train_offline(tmp_path / "data", tmp_path / "run",
+                         "--config=experiments/configs/diamond.py:atari100k")
+    expected = "holds 32x32 frames but the config's env.protocol.image_size is 64: pass"
+  assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+  assert expected in out.stderr.strip().splitlines()[-1]
+  assert not (tmp_path / "run").exists()

@@ -1,0 +1,366 @@
+"""Offline world modelling (DWM sec. 5.1, ../shared/seeds/003): train a world model on a dataset
+of trajectories (wm_jax/dataset.py) with no env in the loop, then measure open-loop generation
+on held-out episodes.
+
+Training: every update samples [B, T] windows uniformly from the training episodes laid back
+to back (a window may cross an episode start, flagged by is_first, as replay windows do) and
+runs `WorldModel.update` (wm_jax/agents/base.py), sampling and update in one jitted call.
+
+Evaluation (`open_loop`): for windows of held-out episodes, the model is reset on C real
+frames and the actions that led to them, then generates N frames open loop under the real
+actions. Per step k = 1..N: PSNR and SSIM (dm-pix; frames in [0, 1]) against the real frame,
+for the model and two baselines that need no model: the last context frame repeated
+(copy-last) and the mean training frame (mean-frame); and the accuracy of the predicted reward
+sign and episode end. FID, FVD and LPIPS need pretrained Inception, I3D and VGG/AlexNet weights
+that cannot be downloaded here; the report names that gap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import dm_pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from wm_jax.agents import make_world_model
+from wm_jax.agents.base import WorldModel
+from wm_jax.checkpoint import Checkpointer
+from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
+from wm_jax.errors import NonFiniteLossError
+from wm_jax.eval import plots, tables
+from wm_jax.logger import append_jsonl, trim_jsonl
+from wm_jax.train import StopFlag, prepare_workdir
+
+METRIC_GAP = ("FID, FVD and LPIPS are not reported: they need pretrained Inception, I3D and "
+              "VGG/AlexNet weights that cannot be downloaded on this machine.")
+
+
+PSNR_CAP = 60.0   # dB: a mean squared error of 1e-6, far below one 8-bit level (1.5e-5)
+
+
+def sample_windows(steps: dict, key: jax.Array, batch_size: int, length: int) -> dict:
+  """steps {entry: [S, ...]} -> {entry: [B, T, ...]}: B windows of T consecutive steps, starts
+  uniform over [0, S - T]."""
+  size = steps["is_first"].shape[0]
+  starts = jax.random.randint(key, (batch_size,), 0, size - length + 1)
+  rows = starts[:, None] + jnp.arange(length)
+  return jax.tree.map(lambda x: x[rows], steps)
+
+
+def make_train_step(world_model: WorldModel, batch_size: int, length: int) -> Callable:
+  """(state, steps, key, updates) -> (state, metrics): one update on [batch_size, length] windows
+  of `steps`, jitted once per phase `world_model.schedule(updates)`."""
+  compiled = {}
+
+  def train_step(state, steps, key, updates: int):
+    phase = world_model.schedule(updates)
+    if phase not in compiled:
+      def step(state, steps, key):
+        k_batch, k_update = jax.random.split(key)
+        batch = sample_windows(steps, k_batch, batch_size, length)
+        return world_model.update(state, batch, k_update, phase)
+      compiled[phase] = jax.jit(step, donate_argnums=0)
+    return compiled[phase](state, steps, key)
+  return train_step
+
+
+def eval_windows(dataset: Dataset, episodes, context: int, horizon: int, count: int,
+                 seed: int = 0) -> np.ndarray:
+  """Start rows [W] of windows of context + horizon steps inside one episode each, up to
+  `count`, spread over the episodes `episodes` (fixed by `seed`)."""
+  starts = []
+  for e in episodes:
+    first, end = dataset.episode_starts[e], dataset.episode_starts[e + 1]
+    starts.extend(range(first, end - context - horizon + 1))
+  starts = np.asarray(starts, np.int64)
+  if len(starts) > count:
+    starts = np.sort(np.random.default_rng(seed).choice(starts, count, replace=False))
+  return starts
+
+
+def gather_windows(steps: dict, starts: np.ndarray, length: int) -> dict:
+  """{entry: [S, ...]}, starts [W] -> {entry: [W, length, ...]}."""
+  rows = starts[:, None] + np.arange(length)
+  return {k: v[rows] for k, v in steps.items()}
+
+
+def make_rollout(world_model: WorldModel, context: int) -> Callable:
+  """(params, windows [B, C + N], key) -> frames float32 [B, N, h, w, 3] in [0, 1], reward [B, N],
+  cont [B, N]: reset on the first C steps, then N steps under the real actions (one jit)."""
+  def rollout(params, windows, key):
+    k_reset, k_steps = jax.random.split(key)
+    real = {k: windows[k][:, :context] for k in ("image", "action", "is_first")}
+    sim = world_model.reset_from(params, real, k_reset)
+    actions = jnp.swapaxes(windows["action"][:, context:], 0, 1)     # [N, B], led to frame t
+
+    def step(sim, xs):
+      action, key = xs
+      sim, obs, reward, cont = world_model.step(params, sim, action, key)
+      return sim, (obs["image"], reward, cont)
+    keys = jax.random.split(k_steps, actions.shape[0])
+    _, (frames, reward, cont) = jax.lax.scan(step, sim, (actions, keys))
+    return tuple(jnp.swapaxes(x, 0, 1) for x in (frames, reward, cont))
+  return jax.jit(rollout)
+
+
+def frame_metrics(generated: jax.Array, real: jax.Array) -> dict:
+  """generated, real: float [W, N, h, w, 3] in [0, 1] -> {'psnr', 'ssim'}: [W, N] per frame.
+
+  PSNR is capped at PSNR_CAP dB: identical frames (a static scene copied) would otherwise give
+  an infinite PSNR and an infinite mean."""
+  flat = lambda x: x.reshape((-1,) + x.shape[2:])
+  shape = generated.shape[:2]
+  psnr = dm_pix.psnr(flat(real), flat(generated))
+  return {"psnr": jnp.minimum(psnr, PSNR_CAP).reshape(shape),
+          "ssim": dm_pix.ssim(flat(real), flat(generated)).reshape(shape)}
+
+
+def open_loop(world_model: WorldModel, params, windows: dict, context: int, key: jax.Array,
+              mean_frame: np.ndarray, batch: int) -> dict:
+  """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows.
+
+  Returns per-step means ([N] lists) of 'psnr'/'ssim' for 'model', 'copy_last' and
+  'mean_frame', 'reward_accuracy' and 'end_accuracy' of the model, the generated frames of the
+  first chunk ('frames' [b, N, h, w, 3] float32) and 'seconds' spent generating after compile.
+  """
+  rollout = make_rollout(world_model, context)
+  real_all = windows["image"][:, context:].astype(np.float32) / 255.0
+  W, N = real_all.shape[:2]
+  per_frame = {name: {"psnr": [], "ssim": []} for name in ("model", "copy_last", "mean_frame")}
+  reward_hits, end_hits, seconds, first_frames = [], [], 0.0, None
+  jax.block_until_ready(rollout(params, jax.tree.map(lambda x: x[:batch], windows), key))
+  for lo in range(0, W, batch):
+    chunk = jax.tree.map(lambda x: x[lo:lo + batch], windows)
+    key, k = jax.random.split(key)
+    t = time.perf_counter()
+    frames, reward, cont = jax.block_until_ready(rollout(params, chunk, k))
+    seconds += time.perf_counter() - t
+    first_frames = np.asarray(frames) if first_frames is None else first_frames
+    real = real_all[lo:lo + batch]
+    last = np.repeat(chunk["image"][:, context - 1:context].astype(np.float32) / 255.0, N, 1)
+    mean = np.broadcast_to(mean_frame, real.shape)
+    for name, guess in (("model", frames), ("copy_last", last), ("mean_frame", mean)):
+      for metric, value in frame_metrics(jnp.asarray(guess), jnp.asarray(real)).items():
+        per_frame[name][metric].append(np.asarray(value))
+    reward_hits.append(np.sign(np.asarray(reward)) == np.sign(chunk["reward"][:, context:]))
+    end_hits.append((np.asarray(cont) < 0.5) == chunk["is_terminal"][:, context:])
+  mean_over_windows = lambda parts: np.concatenate(parts).mean(0).tolist()
+  out = {name: {m: mean_over_windows(v) for m, v in metrics.items()}
+         for name, metrics in per_frame.items()}
+  out.update(reward_accuracy=mean_over_windows(reward_hits),
+             end_accuracy=mean_over_windows(end_hits), frames=first_frames, seconds=seconds,
+             generated=W * N)
+  return out
+
+
+def sample_rate(world_model: WorldModel, params, windows: dict, context: int, batch: int,
+                key: jax.Array, repeats: int = 3) -> float:
+  """Generated frames per second at batch size `batch` (after compile; median of `repeats`)."""
+  chunk = jax.tree.map(lambda x: np.repeat(x[:1], batch, 0), windows)
+  rollout = make_rollout(world_model, context)
+  jax.block_until_ready(rollout(params, chunk, key))
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(rollout(params, chunk, key))
+    times.append(time.perf_counter() - t)
+  return batch * (chunk["action"].shape[1] - context) / float(np.median(times))
+
+
+def count_params(params) -> dict[str, int]:
+  """Parameters per component of a params dict, and their 'total'."""
+  counts = {name: int(sum(np.prod(x.shape) for x in jax.tree.leaves(part)))
+            for name, part in params.items()}
+  return {**counts, "total": sum(counts.values())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Training and the report (experiments.train_offline).
+
+
+def check_dataset_fits(config, dataset: Dataset) -> None:
+  """One sentence unless the dataset has frames of the size the config's env would give."""
+  entries = dataset.spec["entries"]
+  if "image" not in entries:
+    raise DatasetError(f"Dataset {dataset.directory} has no 'image' frames (entries: "
+                       f"{', '.join(sorted(entries))}): collect one from a pixel env.")
+  h, w, _ = entries["image"]["shape"]
+  size = dict(config.env.protocol).get("image_size")
+  if size is not None and (h, w) != (size, size):
+    raise DatasetError(
+        f"Dataset {dataset.directory} holds {h}x{w} frames but the config's "
+        f"env.protocol.image_size is {size}: pass --config.env.protocol.image_size={h} or "
+        f"collect the dataset at {size}x{size}.")
+
+
+def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
+          checkpoint_every: int, log_every: int, progress: bool = True,
+          max_minutes: float = 0.0):
+  """Trains (or resumes) the world model of `config.method` on the training episodes of
+  `dataset` up to `updates` updates, or until its training wall clock reaches `max_minutes`
+  (0: no limit), in `workdir` -> (world_model, state, counters, held-out episode indices,
+  finished: False when a signal stopped it). Metrics go to <workdir>/metrics.jsonl (one line
+  per `log_every` updates)."""
+  check_dataset_fits(config, dataset)
+  train_episodes, held_out = split_episodes(dataset.num_episodes, holdout)
+  card = {"dataset": os.path.abspath(dataset.directory), "spec": dataset.spec,
+          "episodes": dataset.num_episodes, "holdout": holdout}
+  world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))
+  prepare_workdir(workdir, config, card)
+  key, init_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  tree = {"state": world_model.init(init_key), "key": key}
+  counters = {"updates": 0, "wall_seconds": 0.0}
+  ckpt = Checkpointer(workdir)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  restored = ckpt.restore(tree)
+  if restored is not None:
+    tree, counters = restored
+    trim_jsonl(metrics_path, counters["updates"], clock="update")
+    print(f"resuming {workdir} from update {counters['updates']:,}", file=sys.stderr)
+  steps = jax.tree.map(jnp.asarray, dataset.episodes(train_episodes))
+  train_step = make_train_step(world_model, config.run.batch_size, config.run.batch_length)
+  stop, t_start, wall_before = StopFlag(), time.time(), counters["wall_seconds"]
+  bar = tqdm(total=updates, initial=counters["updates"], unit="update", disable=not progress,
+             mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{config.method} offline")
+  pending = []
+
+  def save():
+    counters["wall_seconds"] = wall_before + time.time() - t_start
+    ckpt.save(counters["updates"], tree, counters)
+  try:
+    def out_of_time():
+      return max_minutes > 0 and wall_before + time.time() - t_start >= 60 * max_minutes
+    while counters["updates"] < updates and stop.signal is None and not out_of_time():
+      tree["key"], k = jax.random.split(tree["key"])
+      tree["state"], metrics = train_step(tree["state"], steps, k, counters["updates"])
+      pending.append(metrics)
+      counters["updates"] += 1
+      bar.update(1)
+      n = counters["updates"]
+      ending = n == updates or out_of_time() or stop.signal is not None
+      if n % log_every == 0 or ending:
+        values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+        for name, value in values.items():
+          if name.endswith("_loss") and not np.isfinite(value):
+            raise NonFiniteLossError(f"Loss term {name!r} became {value} by update {n:,}; "
+                                     f"lower the learning rate and train into a new "
+                                     f"--workdir.")
+        append_jsonl(metrics_path, {"update": n, "seconds": wall_before + time.time() - t_start,
+                                    **values})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items() if k.endswith("_loss")})
+        pending = []
+      if n % checkpoint_every == 0 or ending:
+        save()
+    if stop.signal is not None:
+      print(f"{stop.signal}: saved a checkpoint at update {counters['updates']:,}; rerun the "
+            f"same command to resume.", file=sys.stderr)
+  finally:
+    stop.restore()
+    bar.close()
+    ckpt.close()
+  return world_model, tree["state"], counters, held_out, stop.signal is None
+
+
+def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out, horizon: int,
+             num_windows: int, batch: int) -> dict:
+  """Open-loop results on held-out windows: `open_loop`'s output plus 'windows', 'horizon',
+  'params', frames/s at batch 1 and at `batch`, and the real frames of the first windows."""
+  context = world_model.context_length
+  starts = eval_windows(dataset, held_out, context, horizon, num_windows)
+  if not len(starts):
+    raise DatasetError(f"No held-out episode of {dataset.directory} is {context + horizon} steps "
+                       f"long (context {context} + horizon {horizon}): lower --horizon or "
+                       f"collect longer episodes.")
+  windows = gather_windows(dataset.steps, starts, context + horizon)
+  training = dataset.episodes(np.setdiff1d(np.arange(dataset.num_episodes), held_out))
+  mean_frame = training["image"].astype(np.float32).mean(0) / 255.0
+  params, key = state["params"], jax.random.PRNGKey(config.seed + 1)
+  out = open_loop(world_model, params, windows, context, key, mean_frame, batch)
+  out.update(windows=len(starts), horizon=horizon, context=context,
+             params=count_params(params), real=windows["image"][:batch, context:] / 255.0,
+             last_context=windows["image"][:batch, context - 1] / 255.0,
+             hz_batch1=sample_rate(world_model, params, windows, context, 1, key),
+             hz_batch=sample_rate(world_model, params, windows, context, batch, key),
+             batch=batch)
+  return out
+
+
+def report_steps(horizon: int) -> list[int]:
+  """Open-loop steps shown in the table: 1, 5, 15, 50 that fit, and the horizon."""
+  return sorted({k for k in (1, 5, 15, 50) if k <= horizon} | {horizon})
+
+
+def write_report(out_dir: str, name: str, results: dict, counters: dict, hardware: str) -> str:
+  """Writes results.json, table.md, table.csv, per_step.csv, psnr.png and strip.png into
+  `out_dir` (a new folder); returns the Markdown table."""
+  os.makedirs(out_dir, exist_ok=False)
+  steps = report_steps(results["horizon"])
+  headers = (["model", "params"] + [f"PSNR@{k}" for k in steps] + ["PSNR mean"]
+             + [f"SSIM@{k}" for k in steps] + ["reward sign acc.", "end acc.",
+                                               "frames/s b=1", f"frames/s b={results['batch']}"])
+  rows, raw = [], []
+  for label, key in ((name, "model"), ("copy last frame", "copy_last"),
+                     ("mean frame", "mean_frame")):
+    psnr, ssim = results[key]["psnr"], results[key]["ssim"]
+    is_model = key == "model"
+    values = ([results["params"]["total"] if is_model else 0] + [psnr[k - 1] for k in steps]
+              + [float(np.mean(psnr))] + [ssim[k - 1] for k in steps])
+    extra = ([float(np.mean(results["reward_accuracy"])), float(np.mean(results["end_accuracy"])),
+              results["hz_batch1"], results["hz_batch"]] if is_model else [None] * 4)
+    raw.append([label] + values + extra)
+    rows.append([label, f"{values[0]:,}" if is_model else "–"]
+                + [f"{v:.2f}" for v in values[1:len(steps) + 2]]
+                + [f"{v:.3f}" for v in values[len(steps) + 2:]]
+                + ([f"{extra[0]:.3f}", f"{extra[1]:.3f}", f"{extra[2]:.1f}", f"{extra[3]:.1f}"]
+                   if is_model else ["–"] * 4))
+  table = tables.markdown(headers, rows)
+  parts = ", ".join(f"{k} {v:,}" for k, v in results["params"].items() if k != "total")
+  note = (f"\nParameters: {parts}. {results['windows']} held-out windows: "
+          f"{results['context']} real frames, then "
+          f"{results['horizon']} generated open loop under the real actions; "
+          f"{counters['updates']:,} updates in {counters['wall_seconds'] / 60:.1f} min on "
+          f"{hardware}. {METRIC_GAP}\n")
+  with open(os.path.join(out_dir, "table.md"), "w") as f:
+    f.write(table + note)
+  with open(os.path.join(out_dir, "table.csv"), "w") as f:
+    f.write(tables.csv_text(headers, raw))
+  per_step = [[k + 1] + [results[m][metric][k] for m in ("model", "copy_last", "mean_frame")
+                         for metric in ("psnr", "ssim")]
+              + [results["reward_accuracy"][k], results["end_accuracy"][k]]
+              for k in range(results["horizon"])]
+  with open(os.path.join(out_dir, "per_step.csv"), "w") as f:
+    f.write(tables.csv_text(["step"] + [f"{m}_{metric}" for m in ("model", "copy_last",
+                                                                   "mean_frame")
+                                        for metric in ("psnr", "ssim")]
+                            + ["reward_accuracy", "end_accuracy"], per_step))
+  x = np.arange(1, results["horizon"] + 1)
+  curves = {metric.upper(): {label: [(x, np.asarray(results[key][metric]))]
+                             for label, key in ((name, "model"), ("copy last frame", "copy_last"),
+                                                ("mean frame", "mean_frame"))}
+            for metric in ("psnr", "ssim")}
+  plots.learning_curves(curves, {}, xlabel="open-loop step", ylabel="PSNR (dB) / SSIM",
+                        title=f"Open-loop fidelity on held-out episodes: {name}").savefig(
+                            os.path.join(out_dir, "psnr.png"), dpi=120)
+  shown = [k for k in (1, 2, 3, 5, 8, 10, 15, 20, 30, 50) if k <= results["horizon"]]
+  strip_rows = {}
+  for w in range(min(2, len(results["frames"]))):
+    strip_rows[f"real #{w + 1}"] = np.stack([results["last_context"][w]]
+                                            + [results["real"][w][k - 1] for k in shown])
+    strip_rows[f"generated #{w + 1}"] = np.stack([results["last_context"][w]]
+                                                 + [results["frames"][w][k - 1] for k in shown])
+  plots.frame_strip(strip_rows, ["context"] + [f"t+{k}" for k in shown],
+                    f"Real vs generated frames (open loop): {name}").savefig(
+                        os.path.join(out_dir, "strip.png"), dpi=120)
+  summary = {k: v for k, v in results.items() if k not in ("frames", "real", "last_context")}
+  with open(os.path.join(out_dir, "results.json"), "w") as f:
+    json.dump({"name": name, **summary, "updates": counters["updates"],
+               "train_seconds": counters["wall_seconds"], "hardware": hardware,
+               "missing_metrics": METRIC_GAP}, f, indent=1)
+  return table + note
