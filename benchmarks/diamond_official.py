@@ -3,12 +3,13 @@
   git clone <DIAMOND's public repository (eloialonso/diamond)> /tmp/diamond_src
   python3 -m venv /tmp/torch_venv && /tmp/torch_venv/bin/pip install torch==2.13.0
   python -m benchmarks.diamond_official --official_python=/tmp/torch_venv/bin/python \\
-      --official_src=/tmp/diamond_src [--rounds=3] [--updates=3] [--frames=8]
+      --official_src=/tmp/diamond_src [--rounds=3] [--updates=3] [--frames=8] [--device=cpu|cuda]
 
 The official side imports `Denoiser` and `DiffusionSampler` from --official_src/src/models/
 diffusion (none of their code copied here; the package's training-only imports `data.Batch`
 and `utils.LossAndLogs` are satisfied by loading `data/batch.py` and a one-line stand-in), in
-float32 on the CPU, at DIAMOND's Atari config (config/agent/default.yaml: U-Net channels
+float32 on `--device` (ours on JAX's default device: run both on the GPU of a GPU machine, or
+both on the CPU), at DIAMOND's Atari config (config/agent/default.yaml: U-Net channels
 [64, 64, 64, 64], depths [2, 2, 2, 2], cond 256, 4 conditioning frames; trainer.yaml: AdamW
 lr 1e-4, weight decay 1e-2 on weights (its configure_opt), eps 1e-8, grad-norm clip 1), and
 times (a) one denoiser update (Denoiser.forward on a batch of `--batch_size` segments of 5
@@ -38,12 +39,14 @@ flags.DEFINE_integer("frames", 8, "timed sampled frames per round and side, afte
 flags.DEFINE_integer("batch_size", 8, "denoiser update batch")
 flags.DEFINE_integer("euler_steps", 3, "Euler steps per sampled frame (DIAMOND's 3)")
 flags.DEFINE_integer("actions", 6, "discrete actions")
+flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "the official side's torch device")
 
 # Runs in the official venv: DIAMOND's Denoiser at its Atari config, an update and sampling.
 OFFICIAL = """
 import importlib.util, json, os, sys, time, types
 src = os.path.join(sys.argv[1], "src")
 B, A, n_updates, n_frames, steps = (int(x) for x in sys.argv[2:7])
+device = sys.argv[7]
 def load(name, path):
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -51,6 +54,7 @@ def load(name, path):
   spec.loader.exec_module(module)
   return module
 import torch
+sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 data = types.ModuleType("data"); data.__path__ = [os.path.join(src, "data")]
 sys.modules["data"] = data
 load("data.segment", os.path.join(src, "data", "segment.py"))
@@ -66,6 +70,7 @@ inner = InnerModelConfig(img_channels=3, num_steps_conditioning=H, cond_channels
                          depths=[2, 2, 2, 2], channels=[64, 64, 64, 64],
                          attn_depths=[0, 0, 0, 0], num_actions=A)
 denoiser = Denoiser(DenoiserConfig(inner_model=inner, sigma_data=0.5, sigma_offset_noise=0.3))
+denoiser = denoiser.to(device)
 denoiser.setup_training(SigmaDistributionConfig(loc=-0.4, scale=1.2, sigma_min=2e-3, sigma_max=20))
 decay = [p for n, p in denoiser.named_parameters() if n.endswith("weight") and p.ndim > 1
          and "emb" not in n]
@@ -73,11 +78,13 @@ rest = [p for n, p in denoiser.named_parameters() if not (n.endswith("weight") a
         and "emb" not in n)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": 1e-2},
                          {"params": rest, "weight_decay": 0.0}], lr=1e-4, eps=1e-8)
-batch = data.Batch(obs=torch.rand(B, H + 1, 3, 64, 64) * 2 - 1,
-                   act=torch.randint(0, A, (B, H + 1)), rew=torch.zeros(B, H + 1),
-                   end=torch.zeros(B, H + 1, dtype=torch.long),
-                   trunc=torch.zeros(B, H + 1, dtype=torch.long),
-                   mask_padding=torch.ones(B, H + 1, dtype=torch.bool), info=[{}] * B,
+batch = data.Batch(obs=torch.rand(B, H + 1, 3, 64, 64, device=device) * 2 - 1,
+                   act=torch.randint(0, A, (B, H + 1), device=device),
+                   rew=torch.zeros(B, H + 1, device=device),
+                   end=torch.zeros(B, H + 1, dtype=torch.long, device=device),
+                   trunc=torch.zeros(B, H + 1, dtype=torch.long, device=device),
+                   mask_padding=torch.ones(B, H + 1, dtype=torch.bool, device=device),
+                   info=[{}] * B,
                    segment_ids=[None] * B)
 def update():
   opt.zero_grad()
@@ -86,16 +93,21 @@ def update():
   torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
   opt.step()
 update()
+sync()
 t0 = time.perf_counter()
 for _ in range(n_updates):
   update()
+sync()
 update_s = (time.perf_counter() - t0) / n_updates
 sampler = DiffusionSampler(denoiser, DiffusionSamplerConfig(num_steps_denoising=steps))
-prev_obs, prev_act = torch.rand(1, H, 3, 64, 64) * 2 - 1, torch.randint(0, A, (1, H))
+prev_obs = torch.rand(1, H, 3, 64, 64, device=device) * 2 - 1
+prev_act = torch.randint(0, A, (1, H), device=device)
 sampler.sample(prev_obs, prev_act)
+sync()
 t0 = time.perf_counter()
 for _ in range(n_frames):
   sampler.sample(prev_obs, prev_act)
+sync()
 print(json.dumps({"update_s": update_s, "frames_per_s": n_frames / (time.perf_counter() - t0),
                   "torch": torch.__version__, "threads": torch.get_num_threads(),
                   "params": sum(p.numel() for p in denoiser.parameters())}))
@@ -105,7 +117,7 @@ print(json.dumps({"update_s": update_s, "frames_per_s": n_frames / (time.perf_co
 def official_round() -> dict:
   return run_official(FLAGS.official_python, OFFICIAL,
                       [FLAGS.official_src, FLAGS.batch_size, FLAGS.actions, FLAGS.updates,
-                       FLAGS.frames, FLAGS.euler_steps], "DIAMOND")
+                       FLAGS.frames, FLAGS.euler_steps, FLAGS.device], "DIAMOND")
 
 
 def ours():
@@ -127,7 +139,7 @@ def ours():
   cfg.denoiser.sampler.num_steps = FLAGS.euler_steps
   learner = DiamondLearner(cfg, spec)
   model, H = learner.model, cfg.denoiser.num_cond_frames
-  params = model.init(jax.random.key(0))
+  params = jax.jit(model.init)(jax.random.key(0))
   opt = {"denoiser": learner.opts["denoiser"].init(params["denoiser"])}
   update_args = (params, opt, fake_batch(spec, FLAGS.batch_size, H + 1), jax.random.key(1))
 
@@ -170,7 +182,8 @@ def main(_):
   med = lambda xs: round(float(np.median(xs)), 3)
   print(json.dumps({
       "what": "DIAMOND denoiser update (EDM loss, gradients, clip, AdamW) and next-frame "
-              "sampling, float32, CPU, Atari config",
+              "sampling, float32, Atari config",
+      "official_device": FLAGS.device,
       "update_batch": FLAGS.batch_size, "sampling_batch": 1, "euler_steps": FLAGS.euler_steps,
       "actions": FLAGS.actions,
       "official": {"seconds_per_update": [round(s, 3) for s in off_update],

@@ -20,6 +20,9 @@ IRIS adds each stage's update (tokenizer, world model, actor-critic) at its own 
 without the cache. DIAMOND gives the denoiser update at batch 8 and 32, the full update
 (denoiser, reward/end model, actor-critic in imagination) at its config's batch, and imagined
 frames/s (sampler and reward/end model per frame) at batch 1 and 32 for 1, 3 and 10 Euler steps.
+Each update figure comes with its matmul + convolution FLOPs (benchmarks/flops.py, counted on
+the jaxpr so that scans count their full length), the achieved TFLOP/s and, on a device kind
+whose peak is known, the model FLOPs utilisation (MFU).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import functools
 import importlib
 import json
 import resource
+import sys
 import time
 
 import jax
@@ -35,6 +39,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks.batches import fake_batch, spec_for
+from benchmarks.flops import count_flops, mfu
 
 from wm_jax.agents.actor_critic import make_actor_critic
 from wm_jax.agents.dreamer import make_dreamer, resolve_agent_config
@@ -62,6 +67,18 @@ flags.DEFINE_integer("diamond_imagine_steps", 8, "DIAMOND: imagined env steps ti
                      "frames/s figure")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "bfloat16"],
                   "auto: the config's precision on accelerators, float32 on CPU")
+
+
+def flop_figures(fn, args, seconds: float, precision: str) -> dict:
+  """Matmul + conv FLOPs of one call (counted on the jaxpr, scans times their length), the
+  achieved TFLOP/s and, on a device kind with a known peak, the MFU."""
+  counted = count_flops(fn, *args)
+  figures = {"flops": counted["flops"],
+             "tflops_per_s": round(counted["flops"] / seconds / 1e12, 3),
+             "mfu": mfu(counted["flops"], seconds, precision)}
+  if counted["while_loops_counted_once"]:
+    figures["while_loops_counted_once"] = counted["while_loops_counted_once"]
+  return figures
 
 
 def peak_memory_bytes() -> int:
@@ -93,6 +110,7 @@ def measure(method: str, size: str, spec: EnvSpec, B: int, T: int, updates: int)
   t0 = time.perf_counter()
   update = jax.jit(agent.update).lower(state, batch, key).compile()
   compile_s = time.perf_counter() - t0
+  flop_args = (agent.update, (state, batch, key))
   state, metrics = update(state, batch, key)
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()
@@ -126,6 +144,7 @@ def measure(method: str, size: str, spec: EnvSpec, B: int, T: int, updates: int)
           "compile_s": round(compile_s, 2), "updates_per_s": round(1.0 / update_s, 4),
           "replayed_samples_per_s": round(B * T / update_s, 1),
           "imagination_steps_per_s": round(N * H / imagine_s, 1),
+          "update_flops": flop_figures(*flop_args, update_s, cfg.precision),
           "model_loss": float(metrics["model_loss"]),
           "peak_memory_bytes": peak_memory_bytes()}
 
@@ -155,7 +174,11 @@ def timed(fn, args, repeats: int) -> tuple[float, float, object]:
   for _ in range(repeats):
     out = compiled(*args)
   jax.block_until_ready(out)
-  return compile_s, (time.perf_counter() - t0) / repeats, out
+  seconds = (time.perf_counter() - t0) / repeats
+  name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "?")
+  print(f"{name}: compiled in {compile_s:.1f} s, {seconds:.4f} s per call", file=sys.stderr,
+        flush=True)  # progress for a run cut short
+  return compile_s, seconds, out
 
 
 def measure_storm(size: str, spec: EnvSpec, B: int, T: int, updates: int) -> dict:
@@ -217,6 +240,9 @@ def measure_storm(size: str, spec: EnvSpec, B: int, T: int, updates: int) -> dic
           "compile_s": round(compile_s, 2), "updates_per_s": round(1.0 / update_s, 4),
           "update_s": round(update_s, 3), "world_model_update_s": round(wm_update_s, 3),
           "world_model_compile_s": round(wm_compile_s, 2),
+          "update_flops": flop_figures(agent.update, (state, batch, key), update_s, cfg.precision),
+          "world_model_update_flops": flop_figures(
+              wm_update, (state["wm"], state["wm_opt"], batch, key), wm_update_s, cfg.precision),
           "replayed_samples_per_s": round(B * T / update_s, 1),
           "imagined_frames_per_s": frames, "imagination": [N, C, H],
           "model_loss": float(metrics["model_loss"]), "peak_memory_bytes": peak_memory_bytes()}
@@ -288,6 +314,7 @@ def measure_iris(size: str, spec: EnvSpec, updates: int) -> dict:
   return {"size": size, "precision": cfg.precision, "params": n_params,
           "batch": [run.batch_size, run.batch_length], "compile_s": round(compile_s, 2),
           "update_s": round(update_s, 3), "stage_update_s": stages,
+          "update_flops": flop_figures(every_stage, (state, batch, key), update_s, cfg.precision),
           "imagined_frames_per_s": frames, "imagination": [N, H, K + 1],
           "peak_memory_bytes": peak_memory_bytes()}
 
@@ -337,14 +364,17 @@ def measure_diamond(size: str, spec: EnvSpec, updates: int) -> dict:
   for B in (8, 32):
     batch = fake_batch(spec, B, H + 1)
     compile_s, update_s, _ = timed(learner.train_denoiser, (params, opt, batch, key), updates)
-    denoiser[B] = {"update_s": round(update_s, 3), "compile_s": round(compile_s, 2)}
+    denoiser[B] = {"update_s": round(update_s, 3), "compile_s": round(compile_s, 2),
+                   **flop_figures(learner.train_denoiser, (params, opt, batch, key), update_s,
+                                  cfg.precision)}
   full = None
   if FLAGS.diamond_full_update:
     batch = fake_batch(spec, run.batch_size, run.batch_length)
     every_step = functools.partial(agent.update, phase=agent.schedule(0))   # all start at 0
     compile_s, update_s, _ = timed(every_step, (state, batch, key), max(1, updates // 2))
     full = {"batch": [run.batch_size, run.batch_length], "update_s": round(update_s, 3),
-            "compile_s": round(compile_s, 2)}
+            "compile_s": round(compile_s, 2),
+            **flop_figures(every_step, (state, batch, key), update_s, cfg.precision)}
   frames = {}
   for steps in (1, 3, 10):
     cfg.denoiser.sampler.num_steps = steps

@@ -92,7 +92,7 @@ def storm_model():
   cfg.model_opt.lr = FLAGS.lr or cfg.model_opt.lr
   wm = make_storm_model(cfg, SPEC)
   opt = make_optimizer(cfg.model_opt)
-  params = wm.init(jax.random.key(FLAGS.seed))
+  params = jax.jit(wm.init)(jax.random.key(FLAGS.seed))
   step = jax.jit(lambda p, o, b, k: world_model_step(wm, opt, p, o, b, k)[:3])
   return wm, params, opt.init(params), lambda p, o, b, k, update: step(p, o, b, k)
 
@@ -105,7 +105,7 @@ def iris_model():
   for opt in (cfg.tokenizer.opt, cfg.world_model.opt):
     opt.lr = FLAGS.lr or opt.lr
   learner = IrisLearner(cfg, SPEC)
-  params = learner.model.init(jax.random.key(FLAGS.seed))
+  params = jax.jit(learner.model.init)(jax.random.key(FLAGS.seed))
   opt = {name: learner.opts[name].init(params[name]) for name in params}
 
   @jax.jit

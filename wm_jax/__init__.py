@@ -4,4 +4,4 @@ from wm_jax import xla_cpu
 
 __version__ = "0.1.0"
 
-xla_cpu.use_xnnpack_convolutions()
+xla_cpu.apply_cpu_flags()

@@ -18,9 +18,17 @@ from wm_jax.errors import RunConfigError
 
 
 def maybe_initialize_distributed() -> None:
-  """Starts multi-host JAX when a coordinator is configured (TPU pods, SLURM, ...)."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("WM_JAX_DISTRIBUTED"):
-    jax.distributed.initialize()
+  """Starts multi-process JAX when a coordinator is configured.
+
+  On a TPU pod or under SLURM, `WM_JAX_DISTRIBUTED=1` lets JAX detect the cluster. Elsewhere
+  set JAX_COORDINATOR_ADDRESS=host:port, WM_JAX_NUM_PROCESSES and WM_JAX_PROCESS_ID in every
+  process (CPU processes exchange gradients through gloo, JAX's default).
+  """
+  if not (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("WM_JAX_DISTRIBUTED")):
+    return
+  count, index = os.environ.get("WM_JAX_NUM_PROCESSES"), os.environ.get("WM_JAX_PROCESS_ID")
+  jax.distributed.initialize(num_processes=int(count) if count else None,
+                             process_id=int(index) if index else None)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -36,14 +44,24 @@ def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
                          f"a multiple of {n}.")
 
 
+def _global_arrays(tree, sharding: NamedSharding):
+  """Host-local leaves -> global arrays: a device_put in one process; across processes each
+  process gives its own part (the whole of a replicated value, its rows of a sharded one)."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
 def replicate(tree, mesh: Mesh):
-  """Places every leaf of `tree` on all devices of the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, P()))
+  """Places every leaf of `tree` on all devices of the mesh (every process passes the same tree)."""
+  return _global_arrays(tree, NamedSharding(mesh, P()))
 
 
 def shard_batch(batch, mesh: Mesh):
-  """Splits every leaf's leading (batch) axis over the mesh axis 'data'."""
-  return jax.device_put(batch, NamedSharding(mesh, P("data")))
+  """Splits every leaf's leading (batch) axis over the mesh axis 'data'; across processes each
+  process passes its own rows and the global batch is their concatenation in process order."""
+  return _global_arrays(batch, NamedSharding(mesh, P("data")))
 
 
 def data_parallel(update_fn, mesh: Mesh):

@@ -225,6 +225,11 @@ def train(config, workdir: str, progress: bool = True) -> dict:
   resume against the saved config and protocol card) comes before the workdir is written.
   """
   validate(config)
+  if jax.process_count() > 1:
+    raise RunConfigError(
+        f"the training loop runs in one process, not {jax.process_count()}: its replay, "
+        f"checkpoints and logs are per process, so start one run per host (the sweep's Ray "
+        f"launcher does); across processes only the data-parallel update is tested.")
   run, seed = config.run, config.seed
   mesh = parallel.make_mesh()
   if run.train_ratio > 0:

@@ -90,7 +90,13 @@ def base_config(method: str, variant: str) -> ml_collections.ConfigDict:
 
 def use_sprite_debug_run(config: ml_collections.ConfigDict) -> None:
   """The CPU debug run of the pixel world models (IRIS, DIAMOND), in place: the 64x64 sprite env
-  (wm_jax/envs/sprite.py), replay batches of 4 x 6 and one update every 2 env iterations."""
+  (wm_jax/envs/sprite.py), replay batches of 4 x 6, one update every 2 env iterations, and their
+  shared CNN-LSTM actor-critic (wm_jax/agents/cnn_lstm.py) at a small size."""
+  # Imagination horizon 15, not a shorter CPU-saving one: this actor-critic trained in the TRUE
+  # sprite dynamics (a perfect world model, 32 imagined episodes per update) stayed at the
+  # random policy's return (1.0-1.4 per 50 steps) for 3000 updates at horizon 4, and reached
+  # 10.2 in 750 updates at horizon 15.
+  config.agent.actor_critic.update(dict(channels=(8, 8, 16, 16), lstm=32, horizon=15))
   config.env.suite, config.env.task = "sprite", "reach"
   config.env.protocol = {}
   run = config.run

@@ -135,7 +135,6 @@ def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
                          cross_attn_depths=(False, False, True), history_channels=(8, 8, 8),
                          history_depths=(1, 1, 1)))
   a.reward_end.update(dict(lstm=32, cond_channels=16, channels=(8, 8, 8), depths=(1, 1, 1)))
-  a.actor_critic.update(dict(channels=(8, 8, 16, 16), lstm=32, horizon=4))
   for component in (a.denoiser, a.reward_end, a.actor_critic):
     component.opt.update(lr=1e-3, warmup=0)
   a.schedule.update(dict(denoiser_start=0, reward_end_start=0, actor_critic_start=40))

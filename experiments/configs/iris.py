@@ -139,5 +139,5 @@ def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
                           reconstruction="mse"))
   a.tokenizer.opt.lr = a.world_model.opt.lr = 1e-3
   a.world_model.update(dict(width=64, depth=2, heads=4, context=5))
-  a.actor_critic.update(dict(channels=(8, 8, 16, 16), lstm=32, horizon=4, burn_in=2))
+  a.actor_critic.burn_in = 2
   a.schedule.update(dict(tokenizer_start=0, world_model_start=20, actor_critic_start=40))

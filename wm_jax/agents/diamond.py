@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wm_jax.agents.base import Agent, WorldModel
+from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
 from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
 from wm_jax.envs.base import EnvSpec
@@ -151,10 +151,7 @@ def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), {**m_wm, **m_ac})
     return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
-  # init runs once: compiled without LLVM optimisation (as IRIS's), it compiles in a third
-  # of the time on a CPU.
-  init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update,
+  return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update,
                schedule=schedule_phase(cfg.schedule, COMPONENTS))
 
 
@@ -176,8 +173,7 @@ def make_diamond_world_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> W
                                                      batch, key)
     return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
-  init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
-  return WorldModel(init=init, update=update,
+  return WorldModel(init=jit_init(init), update=update,
                     schedule=schedule_phase(cfg.schedule, COMPONENTS[:2]),
                     reset_from=learner.model.reset_from,
                     step=learner.model.step, context_length=learner.model.H)

@@ -19,7 +19,7 @@ import ml_collections
 import optax
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, jit_init
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError, UnknownNameError
 from wm_jax.models.rssm import feat_of, make_world_model
@@ -136,7 +136,7 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
+  return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update)
 
 
 def to_env_action(action: jax.Array, spec: EnvSpec) -> tuple[jax.Array, jax.Array]:

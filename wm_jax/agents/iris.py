@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
 from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
 from wm_jax.core import losses
@@ -200,8 +200,5 @@ def make_iris(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
     return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
-  # init runs once: compiled without LLVM optimisation, its ~600 threefry hashes (flax folds
-  # the key into every parameter's path) compile in ~6 s instead of ~18 s on a CPU.
-  init = jax.jit(init, compiler_options={"xla_backend_optimization_level": 0})
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update,
+  return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update,
                schedule=schedule_phase(schedule, ("tokenizer", "world_model", "actor_critic")))

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, jit_init
 from wm_jax.agents.dreamer import check_choices, to_env_action, world_model_step
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
@@ -109,4 +109,4 @@ def make_storm(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
-  return Agent(init=init, initial_carry=initial_carry, act=act, update=update)
+  return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update)

@@ -1,0 +1,204 @@
+"""One prepared accelerator check: the suite's speed figures on a GPU (or TPU), written as JSON.
+
+  python -m benchmarks.gpu_check --out_dir=DIR [--checks=NAME,...] [--budget_s=540]
+      [--torch_python=python3 --storm_src=DIR --diamond_src=DIR]
+
+Runs each check in its own subprocess under a time limit, in the order given, and appends the
+check's JSON to DIR/gpu_check.jsonl the moment it finishes (so a machine lent for a few minutes
+keeps whatever finished), with its stderr in DIR/logs/<check>.log. A check that would start with
+less than `--min_left_s` of `--budget_s` left is skipped and recorded as such; the last line
+printed is a summary table. Checks (default: all, in this order):
+
+  speed:<method>:<sizes>:<precision>  `benchmarks.train_speed` (update time, imagination rate,
+                                      compile time, peak device memory)
+  official:storm:<precision>          `benchmarks.storm_official --device=cuda` (STORM's
+                                      world-model update, the official PyTorch code side by side)
+  official:diamond                    `benchmarks.diamond_official --device=cuda`
+  atari:<method>                      a short Atari-100k Pong run through `experiments.train` at the
+                                      method's atari100k config, stopped by SIGINT after
+                                      `--atari_s` seconds: env frames/s and updates/s measured
+                                      after the first update has compiled. Every component of a
+                                      staged schedule (IRIS, DIAMOND) trains from update 0, and
+                                      learning starts at 1,024 agent steps, so the figure is the
+                                      steady-state rate of the full update.
+
+Official checks need --torch_python (a Python with torch and CUDA; STORM also needs einops)
+and the source checkouts; without them they are skipped. Nothing here is needed by the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+DEFAULT_CHECKS = [
+    "speed:storm:paper:bfloat16", "speed:diamond:paper:float32",
+    "official:storm:bfloat16", "official:diamond", "speed:iris:paper:bfloat16",
+    "atari:storm", "atari:diamond", "atari:iris",
+    "speed:storm:paper:float32", "speed:iris:paper:float32",
+    "atari:dreamerv3", "speed:dreamerv3:S:bfloat16", "speed:dreamerv3:S:float32",
+    "speed:dreamerv3:M:bfloat16", "speed:dreamerv3:M:float32", "official:storm:float32",
+]
+flags.DEFINE_string("out_dir", None, "folder for gpu_check.jsonl and the logs")
+flags.DEFINE_list("checks", DEFAULT_CHECKS, "checks to run, in order (see the docstring)")
+flags.DEFINE_integer("budget_s", 540, "seconds for all checks together")
+flags.DEFINE_integer("check_s", 120, "time limit of one check (seconds)")
+flags.DEFINE_integer("min_left_s", 45, "skip a check that would start with less time left")
+flags.DEFINE_integer("atari_s", 50, "seconds each Atari run trains before its SIGINT")
+flags.DEFINE_integer("speed_updates", 4, "timed updates per train_speed figure")
+flags.DEFINE_list("atari_overrides", [], "extra --config.* flags for every Atari run (e.g. a "
+                  "smaller model for a rehearsal on the CPU)")
+flags.DEFINE_enum("official_device", "cuda", ["cuda", "cpu"], "torch device of official:* checks")
+flags.DEFINE_string("torch_python", None, "Python with torch (CUDA) for official:* checks")
+flags.DEFINE_string("storm_src", None, "checkout of STORM's repository (weipu-zhang/STORM)")
+flags.DEFINE_string("diamond_src", None, "checkout of DIAMOND's repository (eloialonso/diamond)")
+
+STAGED_SCHEDULES = {
+    "iris": ["--config.agent.schedule.world_model_start=0",
+             "--config.agent.schedule.actor_critic_start=0"],
+    "diamond": ["--config.agent.schedule.actor_critic_start=0"],
+}
+
+
+def last_json(text: str) -> dict:
+  """The JSON object a benchmark printed last (it may span several lines)."""
+  start = text.rfind("\n{")
+  return json.loads(text[start + 1 if start >= 0 else text.find("{"):])
+
+
+def run_command(cmd: list, limit_s: float, log_path: str, sigint_after_s: float | None = None):
+  """(returncode or 'timeout', stdout) of `cmd`, stderr to `log_path`; SIGINT after `sigint_after_s`."""
+  with open(log_path, "w") as log:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                            start_new_session=True)
+    try:
+      if sigint_after_s is not None:
+        try:
+          return proc.wait(timeout=sigint_after_s), proc.stdout.read()
+        except subprocess.TimeoutExpired:
+          proc.send_signal(signal.SIGINT)
+      out, _ = proc.communicate(timeout=max(limit_s - (sigint_after_s or 0), 1))
+      return proc.returncode, out
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)
+      return "timeout", ""
+
+
+def log_tail(log_path: str) -> str:
+  """The last line of a check's stderr (after any progress-bar carriage returns)."""
+  with open(log_path) as f:
+    lines = f.read().replace("\r", "\n").strip().splitlines()
+  return lines[-1] if lines else ""
+
+
+def speed_command(method: str, sizes: str, precision: str) -> list:
+  cmd = [sys.executable, "-m", "benchmarks.train_speed", f"--method={method}", f"--sizes={sizes}",
+         f"--precision={precision}", f"--updates={FLAGS.speed_updates}"]
+  return cmd
+
+
+def official_command(which: str, precision: str | None) -> list | None:
+  src = {"storm": FLAGS.storm_src, "diamond": FLAGS.diamond_src}[which]
+  if not FLAGS.torch_python or not src:
+    return None
+  cmd = [sys.executable, "-m", f"benchmarks.{which}_official", f"--device={FLAGS.official_device}",
+         f"--official_python={FLAGS.torch_python}", f"--official_src={src}", "--rounds=3"]
+  return cmd + ([f"--precision={precision}"] if precision else [])
+
+
+def atari_figures(workdir: str) -> dict:
+  """Env frames/s and updates/s of a run's log intervals after the one in which updates began."""
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  training = [r for r in rows if r.get("updates", 0) > 0]
+  steady = training[1:]  # the first interval with updates holds the update's compile
+  if not steady:
+    return {"intervals": len(rows), "note": "no log interval after the first update's compile"}
+  seconds = sum((b["agent_step"] - a["agent_step"]) / b["steps_per_second"]
+                for a, b in zip(training, steady))
+  steps = steady[-1]["agent_step"] - training[0]["agent_step"]
+  frames_per_step = steady[-1]["env_frame"] / steady[-1]["agent_step"]
+  return {"steady_seconds": round(seconds, 1), "agent_steps": steps,
+          "env_frames_per_s": round(steps * frames_per_step / seconds, 1),
+          "updates_per_s": round((steady[-1]["updates"] - training[0]["updates"]) / seconds, 2),
+          "updates_total": steady[-1]["updates"], "agent_step_reached": steady[-1]["agent_step"]}
+
+
+def run_atari(method: str, limit_s: float, log_path: str) -> dict:
+  workdir = tempfile.mkdtemp(prefix=f"gpu_check_{method}_")
+  cmd = [sys.executable, "-m", "experiments.train",
+         f"--config=experiments/configs/{method}.py:atari100k", f"--workdir={workdir}",
+         "--config.run.learning_starts=1024", "--config.run.log_every=128",
+         "--config.run.replay_capacity=20000", *STAGED_SCHEDULES.get(method, []),
+         *FLAGS.atari_overrides]
+  status, _ = run_command(cmd, limit_s, log_path, sigint_after_s=FLAGS.atari_s)
+  result = {"command": " ".join(cmd[1:]), "trained_s_before_sigint": FLAGS.atari_s,
+            "exit": status}
+  try:
+    result.update(atari_figures(workdir))
+  except (OSError, ValueError, KeyError, ZeroDivisionError) as e:
+    result["error"] = f"no figures: {e}"
+  if status not in (0, "timeout"):
+    result["error"] = log_tail(log_path)
+  return result
+
+
+def run_check(name: str, limit_s: float, log_path: str) -> dict:
+  kind, *args = name.split(":")
+  if kind == "atari":
+    return run_atari(args[0], limit_s, log_path)
+  cmd = speed_command(*args) if kind == "speed" else official_command(args[0], (args[1:] or [None])[0])
+  if cmd is None:
+    return {"skipped": "no --torch_python or source checkout"}
+  status, out = run_command(cmd, limit_s, log_path)
+  if status != 0:
+    return {"exit": status, "error": log_tail(log_path)}
+  return last_json(out)
+
+
+def summary_line(name: str, result: dict, seconds: float) -> str:
+  if "skipped" in result or "error" in result:
+    state = result.get("skipped") or f"exit {result.get('exit')}: {result['error'][-160:]}"
+  else:
+    keys = ("speedup_median", "update_speedup_median", "sampling_speedup_median",
+            "env_frames_per_s", "updates_per_s")
+    state = ", ".join(f"{k}={result[k]}" for k in keys if k in result) or "ok (see JSON)"
+  return f"{name:<32} {seconds:6.0f}s  {state}"
+
+
+def main(_):
+  if not FLAGS.out_dir:
+    raise app.UsageError("Give --out_dir=DIR, the folder for gpu_check.jsonl and the logs.")
+  os.makedirs(os.path.join(FLAGS.out_dir, "logs"), exist_ok=True)
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
+  # A fresh cache: a program two checks share (the official comparisons time the same updates
+  # as train_speed) compiles once; every first compile is still timed.
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="gpu_check_jit_"))
+  path = os.path.join(FLAGS.out_dir, "gpu_check.jsonl")
+  start, lines = time.time(), []
+  for name in FLAGS.checks:
+    left = FLAGS.budget_s - (time.time() - start)
+    if left < FLAGS.min_left_s:
+      result, seconds = {"skipped": f"{left:.0f} s of the budget left"}, 0.0
+    else:
+      t0 = time.time()
+      log_path = os.path.join(FLAGS.out_dir, "logs", name.replace(":", "_") + ".log")
+      result = run_check(name, min(FLAGS.check_s, left), log_path)
+      seconds = time.time() - t0
+    with open(path, "a") as f:
+      f.write(json.dumps({"check": name, "seconds": round(seconds, 1), **result}) + "\n")
+    lines.append(summary_line(name, result, seconds))
+    print(lines[-1], flush=True)
+  print("\n".join(["", "summary:", *lines]))
+
+
+if __name__ == "__main__":
+  app.run(main)

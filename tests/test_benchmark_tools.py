@@ -1,0 +1,67 @@
+"""benchmarks/flops.py (the MFU numerator), benchmarks/gpu_check.py's log reading, and the per-jaxlib XLA:CPU flags."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from benchmarks import gpu_check
+from benchmarks.flops import count_flops, mfu
+from wm_jax import xla_cpu
+
+
+def matmul_scan(x, w, length=10):
+  return jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=length)[0]
+
+
+def test_scan_counts_its_body_length_times():
+  x, w = jnp.ones((64, 256)), jnp.ones((256, 256))
+  one = 2 * 64 * 256 * 256
+  assert count_flops(matmul_scan, x, w) == {"flops": 10 * one, "while_loops_counted_once": 0}
+  # XLA's own cost analysis counts the scan body once: the reason flops.py exists.
+  xla = jax.jit(matmul_scan).lower(x, w).compile().cost_analysis()
+  xla = xla[0] if isinstance(xla, list) else xla
+  assert xla["flops"] < 2 * one
+  grad = jax.grad(lambda x, w: matmul_scan(x, w).sum(), argnums=1)
+  assert count_flops(grad, x, w)["flops"] == 3 * 10 * one   # forward, dx and dw per step
+
+
+def test_conv_dot_batch_cond_and_while():
+  conv = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  assert count_flops(conv, jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 16)))["flops"] == (
+      2 * (2 * 8 * 8 * 16) * (3 * 3 * 3))
+  batched = lambda a, b: jnp.einsum("bij,bjk->bik", a, b)
+  assert count_flops(batched, jnp.ones((4, 5, 6)), jnp.ones((4, 6, 7)))["flops"] == 2 * 4 * 5 * 6 * 7
+  x = jnp.ones((4, 4))
+  costly_branch = lambda x: jax.lax.cond(x.sum() > 0, lambda: x @ x @ x, lambda: x)
+  assert count_flops(costly_branch, x)["flops"] == 2 * 2 * 4 * 4 * 4
+  loop = lambda x: jax.lax.while_loop(lambda c: c.sum() < 10, lambda c: c @ c, x)
+  assert count_flops(loop, x) == {"flops": 2 * 4 * 4 * 4, "while_loops_counted_once": 1}
+
+
+def test_mfu_needs_a_known_peak():
+  assert mfu(10**12, 1.0, "bfloat16") is None   # the CPU has no entry
+
+
+def test_atari_figures_skip_the_interval_that_compiled_the_update(tmp_path):
+  rows = [{"agent_step": 128, "env_frame": 512, "steps_per_second": 500.0, "updates": 0},
+          {"agent_step": 256, "env_frame": 1024, "steps_per_second": 2.0, "updates": 10},
+          {"agent_step": 384, "env_frame": 1536, "steps_per_second": 64.0, "updates": 138},
+          {"agent_step": 512, "env_frame": 2048, "steps_per_second": 32.0, "updates": 266}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  figures = gpu_check.atari_figures(str(tmp_path))
+  assert figures["steady_seconds"] == pytest.approx(2.0 + 4.0)
+  assert figures["env_frames_per_s"] == pytest.approx(256 * 4 / 6.0, rel=1e-3)
+  assert figures["updates_per_s"] == pytest.approx(256 / 6.0, rel=1e-3)
+
+
+def test_xla_cpu_flags_per_jaxlib_and_never_over_the_users(monkeypatch):
+  assert "xnn_fusion_type=individual_convolution" in xla_cpu.flags_for("0.10.2")
+  assert xla_cpu.flags_for("0.11.2") == "--xla_cpu_experimental_ynn_fusion_type="
+  assert xla_cpu.flags_for("0.9.0") is None
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=default")
+  assert not xla_cpu.apply_cpu_flags()
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=default"
