@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,9 +101,21 @@ def log_tail(log_path: str) -> str:
 
 
 def speed_command(method: str, sizes: str, precision: str) -> list:
-  cmd = [sys.executable, "-m", "benchmarks.train_speed", f"--method={method}", f"--sizes={sizes}",
-         f"--precision={precision}", f"--updates={FLAGS.speed_updates}"]
-  return cmd
+  return [sys.executable, "-m", "benchmarks.train_speed", f"--method={method}", f"--sizes={sizes}",
+          f"--precision={precision}", f"--updates={FLAGS.speed_updates}"]
+
+
+def check_names(names: list) -> None:
+  """One sentence for a check name of none of the docstring's forms."""
+  forms = {"speed": (3,), "official:storm": (0, 1), "official:diamond": (0,), "atari": (1,)}
+  for name in names:
+    kind, *args = name.split(":")
+    if kind == "official":
+      kind, args = f"official:{args[0] if args else ''}", args[1:]
+    if len(args) not in forms.get(kind, ()):
+      raise app.UsageError(
+          f"Unknown check {name!r}: use speed:<method>:<sizes>:<precision>, "
+          f"official:storm:<precision>, official:diamond or atari:<method>.")
 
 
 def official_command(which: str, precision: str | None) -> list | None:
@@ -146,6 +159,7 @@ def run_atari(method: str, limit_s: float, log_path: str) -> dict:
     result.update(atari_figures(workdir))
   except (OSError, ValueError, KeyError, ZeroDivisionError) as e:
     result["error"] = f"no figures: {e}"
+  shutil.rmtree(workdir, ignore_errors=True)   # its checkpoint holds the replay
   if status not in (0, "timeout"):
     result["error"] = log_tail(log_path)
   return result
@@ -177,6 +191,7 @@ def summary_line(name: str, result: dict, seconds: float) -> str:
 def main(_):
   if not FLAGS.out_dir:
     raise app.UsageError("Give --out_dir=DIR, the folder for gpu_check.jsonl and the logs.")
+  check_names(FLAGS.checks)
   os.makedirs(os.path.join(FLAGS.out_dir, "logs"), exist_ok=True)
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
   # A fresh cache: a program two checks share (the official comparisons time the same updates

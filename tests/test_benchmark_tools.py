@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import pytest
+from absl import app
 
 from benchmarks import gpu_check
 from benchmarks.flops import count_flops, mfu
@@ -65,3 +66,11 @@ def test_xla_cpu_flags_per_jaxlib_and_never_over_the_users(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=default")
   assert not xla_cpu.apply_cpu_flags()
   assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=default"
+
+
+def test_gpu_check_refuses_unknown_checks_in_one_sentence():
+  gpu_check.check_names(["speed:storm:paper:bfloat16", "official:storm", "official:diamond",
+                         "atari:iris"])
+  for bad in ("speed:storm", "official:diamond:float32", "official:dreamerv3", "atari"):
+    with pytest.raises(app.UsageError, match=f"Unknown check '{bad}': use speed:"):
+      gpu_check.check_names([bad])
