@@ -36,7 +36,7 @@ from typing import Iterator
 import numpy as np
 
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
-from wm_jax.errors import UserError
+from wm_jax.errors import UserError, read_json
 from wm_jax.replay import stored_spec
 
 FORMAT, VERSION = "wm_jax.trajectories", 1
@@ -103,12 +103,8 @@ def _read_manifest(directory: str) -> dict:
     raise DatasetError(f"Dataset folder {directory} {what}: it is not a dataset written by "
                        f"`python -m experiments.collect`; collect one there or pass another "
                        f"--dataset.")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except ValueError:
-    raise DatasetError(f"{path} is not valid JSON: restore it from a backup or collect the "
-                       f"dataset again into a new folder.") from None
+  manifest = read_json(path, DatasetError, "restore it from a backup or collect the dataset "
+                       "again into a new folder")
   if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
     raise DatasetError(f"{path} is not a {FORMAT} v{VERSION} manifest: pass a folder written "
                        f"by `python -m experiments.collect`.")

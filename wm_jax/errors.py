@@ -1,6 +1,8 @@
 """Errors a user can cause. Each carries one sentence that names the fix; entry points print
 that sentence instead of a traceback (anything else is a bug and keeps its traceback)."""
 
+import json
+
 
 class UserError(Exception):
   """Base class: bad input, config or run directory."""
@@ -24,3 +26,12 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 class MissingDependencyError(UserError, RuntimeError):
   """A system library or package needed for the requested feature is not installed."""
+
+
+def read_json(path: str, error: type[UserError], fix: str):
+  """The JSON value stored in `path`, or `error` with one sentence naming the file and `fix`."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError:
+    raise error(f"{path} is not valid JSON: {fix}.") from None

@@ -33,7 +33,7 @@ from wm_jax import parallel
 from wm_jax.agents import check_agent_config, make_agent
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.envs import make_env, protocol_card
-from wm_jax.errors import NonFiniteLossError, RunConfigError
+from wm_jax.errors import NonFiniteLossError, RunConfigError, read_json
 from wm_jax.logger import RunLogger, trim_jsonl
 from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 
@@ -88,12 +88,7 @@ def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS
     path = os.path.join(workdir, name)
     if not (resumed and os.path.exists(path)):
       continue
-    try:
-      with open(path) as f:
-        saved = json.load(f)
-    except ValueError:
-      raise RunConfigError(f"{path} is not valid JSON; restore it or use a new "
-                           f"--workdir.") from None
+    saved = read_json(path, RunConfigError, "restore it or use a new --workdir")
     diffs = config_differences(saved, given, resumable)
     if diffs:
       flat_saved, flat_given = flatten_dict(saved), flatten_dict(given)
