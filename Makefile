@@ -32,8 +32,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: sysdeps $(STAMP)
 
+# Tests run in up to 4 worker processes (pytest-xdist; 2 on a 2-core machine): they are mostly
+# XLA compiles, which use one core each.
 test: install
-	$(BIN)/python -m pytest -q -m "not slow" --timeout=900
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 -m "not slow" --timeout=900
 
 test-all: install
 	$(BIN)/python -m pytest -q --timeout=3600

@@ -14,13 +14,15 @@ printed is a summary table. Checks (default: all, in this order):
   official:storm:<precision>          `benchmarks.storm_official --device=cuda` (STORM's
                                       world-model update, the official PyTorch code side by side)
   official:diamond                    `benchmarks.diamond_official --device=cuda`
-  atari:<method>                      a short Atari-100k Pong run through `experiments.train` at the
+  atari:<method>[:<seeds>]            a short Atari-100k Pong run through `experiments.train` at the
                                       method's atari100k config, stopped by SIGINT after
                                       `--atari_s` seconds: env frames/s and updates/s measured
                                       after the first update has compiled. Every component of a
                                       staged schedule (IRIS, DIAMOND) trains from update 0, and
                                       learning starts at 1,024 agent steps, so the figure is the
-                                      steady-state rate of the full update.
+                                      steady-state rate of the full update. With <seeds>, that
+                                      many seeds train vmapped in the one process
+                                      (run.num_seeds); the rates are per seed.
 
 Official checks need --torch_python (a Python with torch and CUDA; STORM also needs einops)
 and the source checkouts; without them they are skipped. Nothing here is needed by the tests.
@@ -39,13 +41,15 @@ import time
 
 from absl import app, flags
 
+from benchmarks.run_figures import log_tail, run_command, steady_figures
+
 FLAGS = flags.FLAGS
 DEFAULT_CHECKS = [
     "speed:storm:paper:bfloat16", "speed:diamond:paper:float32",
     "official:storm:bfloat16", "official:diamond", "speed:iris:paper:bfloat16",
     "atari:storm", "atari:diamond", "atari:iris",
     "speed:storm:paper:float32", "speed:iris:paper:float32",
-    "atari:dreamerv3", "speed:dreamerv3:S:bfloat16", "speed:dreamerv3:S:float32",
+    "atari:dreamerv3", "atari:dreamerv3:5", "speed:dreamerv3:S:bfloat16", "speed:dreamerv3:S:float32",
     "speed:dreamerv3:M:bfloat16", "speed:dreamerv3:M:float32", "official:storm:float32",
 ]
 flags.DEFINE_string("out_dir", None, "folder for gpu_check.jsonl and the logs")
@@ -75,31 +79,6 @@ def last_json(text: str) -> dict:
   return json.loads(text[start + 1 if start >= 0 else text.find("{"):])
 
 
-def run_command(cmd: list, limit_s: float, log_path: str, sigint_after_s: float | None = None):
-  """(returncode or 'timeout', stdout) of `cmd`, stderr to `log_path`; SIGINT after `sigint_after_s`."""
-  with open(log_path, "w") as log:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
-                            start_new_session=True)
-    try:
-      if sigint_after_s is not None:
-        try:
-          return proc.wait(timeout=sigint_after_s), proc.stdout.read()
-        except subprocess.TimeoutExpired:
-          proc.send_signal(signal.SIGINT)
-      out, _ = proc.communicate(timeout=max(limit_s - (sigint_after_s or 0), 1))
-      return proc.returncode, out
-    except subprocess.TimeoutExpired:
-      os.killpg(proc.pid, signal.SIGKILL)
-      return "timeout", ""
-
-
-def log_tail(log_path: str) -> str:
-  """The last line of a check's stderr (after any progress-bar carriage returns)."""
-  with open(log_path) as f:
-    lines = f.read().replace("\r", "\n").strip().splitlines()
-  return lines[-1] if lines else ""
-
-
 def speed_command(method: str, sizes: str, precision: str) -> list:
   return [sys.executable, "-m", "benchmarks.train_speed", f"--method={method}", f"--sizes={sizes}",
           f"--precision={precision}", f"--updates={FLAGS.speed_updates}"]
@@ -107,15 +86,16 @@ def speed_command(method: str, sizes: str, precision: str) -> list:
 
 def check_names(names: list) -> None:
   """One sentence for a check name of none of the docstring's forms."""
-  forms = {"speed": (3,), "official:storm": (0, 1), "official:diamond": (0,), "atari": (1,)}
+  forms = {"speed": (3,), "official:storm": (0, 1), "official:diamond": (0,), "atari": (1, 2)}
   for name in names:
     kind, *args = name.split(":")
     if kind == "official":
       kind, args = f"official:{args[0] if args else ''}", args[1:]
-    if len(args) not in forms.get(kind, ()):
+    bad_seeds = kind == "atari" and len(args) == 2 and not args[1].isdigit()
+    if len(args) not in forms.get(kind, ()) or bad_seeds:
       raise app.UsageError(
           f"Unknown check {name!r}: use speed:<method>:<sizes>:<precision>, "
-          f"official:storm:<precision>, official:diamond or atari:<method>.")
+          f"official:storm:<precision>, official:diamond or atari:<method>[:<seeds>].")
 
 
 def official_command(which: str, precision: str | None) -> list | None:
@@ -127,28 +107,11 @@ def official_command(which: str, precision: str | None) -> list | None:
   return cmd + ([f"--precision={precision}"] if precision else [])
 
 
-def atari_figures(workdir: str) -> dict:
-  """Env frames/s and updates/s of a run's log intervals after the one in which updates began."""
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  training = [r for r in rows if r.get("updates", 0) > 0]
-  steady = training[1:]  # the first interval with updates holds the update's compile
-  if not steady:
-    return {"intervals": len(rows), "note": "no log interval after the first update's compile"}
-  seconds = sum((b["agent_step"] - a["agent_step"]) / b["steps_per_second"]
-                for a, b in zip(training, steady))
-  steps = steady[-1]["agent_step"] - training[0]["agent_step"]
-  frames_per_step = steady[-1]["env_frame"] / steady[-1]["agent_step"]
-  return {"steady_seconds": round(seconds, 1), "agent_steps": steps,
-          "env_frames_per_s": round(steps * frames_per_step / seconds, 1),
-          "updates_per_s": round((steady[-1]["updates"] - training[0]["updates"]) / seconds, 2),
-          "updates_total": steady[-1]["updates"], "agent_step_reached": steady[-1]["agent_step"]}
-
-
-def run_atari(method: str, limit_s: float, log_path: str) -> dict:
+def run_atari(method: str, seeds: str, limit_s: float, log_path: str) -> dict:
   workdir = tempfile.mkdtemp(prefix=f"gpu_check_{method}_")
   cmd = [sys.executable, "-m", "experiments.train",
          f"--config=experiments/configs/{method}.py:atari100k", f"--workdir={workdir}",
+         f"--config.run.num_seeds={seeds}",
          "--config.run.learning_starts=1024", "--config.run.log_every=128",
          "--config.run.replay_capacity=20000", *STAGED_SCHEDULES.get(method, []),
          *FLAGS.atari_overrides]
@@ -156,7 +119,7 @@ def run_atari(method: str, limit_s: float, log_path: str) -> dict:
   result = {"command": " ".join(cmd[1:]), "trained_s_before_sigint": FLAGS.atari_s,
             "exit": status}
   try:
-    result.update(atari_figures(workdir))
+    result.update(steady_figures(workdir))
   except (OSError, ValueError, KeyError, ZeroDivisionError) as e:
     result["error"] = f"no figures: {e}"
   shutil.rmtree(workdir, ignore_errors=True)   # its checkpoint holds the replay
@@ -168,7 +131,7 @@ def run_atari(method: str, limit_s: float, log_path: str) -> dict:
 def run_check(name: str, limit_s: float, log_path: str) -> dict:
   kind, *args = name.split(":")
   if kind == "atari":
-    return run_atari(args[0], limit_s, log_path)
+    return run_atari(args[0], (args[1:] or ["1"])[0], limit_s, log_path)
   cmd = speed_command(*args) if kind == "speed" else official_command(args[0], (args[1:] or [None])[0])
   if cmd is None:
     return {"skipped": "no --torch_python or source checkout"}

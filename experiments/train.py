@@ -18,6 +18,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
+# Methods that learn outside the replay-and-update loop, with their own entry point.
+OWN_ENTRY_POINTS = {"dyna_q": "python -m experiments.dyna_q --config=experiments/configs/"
+                              "dyna_q.py:<variant> --out=DIR"}
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,6 +29,10 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:   # orbax logs every save at INFO; --verbosity=0 shows it
     logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
+  method = _CONFIG.value.get("method")
+  if method in OWN_ENTRY_POINTS:
+    sys.exit(f"error: {method} learns from each real step, not through this loop: run "
+             f"{OWN_ENTRY_POINTS[method]}.")
   try:
     counters = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   except UserError as e:

@@ -1,4 +1,5 @@
-"""benchmarks/flops.py (the MFU numerator), benchmarks/gpu_check.py's log reading, and the per-jaxlib XLA:CPU flags."""
+"""benchmarks/flops.py (the MFU numerator), the run-log reading of gpu_check and seed_scaling
+(benchmarks/run_figures.py), gpu_check's check names, and the per-jaxlib XLA:CPU flags."""
 
 import json
 import os
@@ -10,6 +11,7 @@ from absl import app
 
 from benchmarks import gpu_check
 from benchmarks.flops import count_flops, mfu
+from benchmarks.run_figures import steady_figures
 from wm_jax import xla_cpu
 
 
@@ -47,14 +49,17 @@ def test_mfu_needs_a_known_peak():
   assert mfu(10**12, 1.0, "bfloat16") is None   # the CPU has no entry
 
 
-def test_atari_figures_skip_the_interval_that_compiled_the_update(tmp_path):
+@pytest.mark.parametrize("run_dir", ["", "seed_3"])   # one seed, or the first of stacked seeds
+def test_steady_figures_skip_the_interval_that_compiled_the_update(tmp_path, run_dir):
   rows = [{"agent_step": 128, "env_frame": 512, "steps_per_second": 500.0, "updates": 0},
           {"agent_step": 256, "env_frame": 1024, "steps_per_second": 2.0, "updates": 10},
           {"agent_step": 384, "env_frame": 1536, "steps_per_second": 64.0, "updates": 138},
           {"agent_step": 512, "env_frame": 2048, "steps_per_second": 32.0, "updates": 266}]
-  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-  figures = gpu_check.atari_figures(str(tmp_path))
+  (tmp_path / run_dir).mkdir(exist_ok=True)
+  (tmp_path / run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  figures = steady_figures(str(tmp_path))
   assert figures["steady_seconds"] == pytest.approx(2.0 + 4.0)
+  assert figures["agent_steps_per_s"] == pytest.approx(256 / 6.0, rel=1e-3)
   assert figures["env_frames_per_s"] == pytest.approx(256 * 4 / 6.0, rel=1e-3)
   assert figures["updates_per_s"] == pytest.approx(256 / 6.0, rel=1e-3)
 
@@ -70,7 +75,8 @@ def test_xla_cpu_flags_per_jaxlib_and_never_over_the_users(monkeypatch):
 
 def test_gpu_check_refuses_unknown_checks_in_one_sentence():
   gpu_check.check_names(["speed:storm:paper:bfloat16", "official:storm", "official:diamond",
-                         "atari:iris"])
-  for bad in ("speed:storm", "official:diamond:float32", "official:dreamerv3", "atari"):
+                         "atari:iris", "atari:dreamerv3:5"])
+  for bad in ("speed:storm", "official:diamond:float32", "official:dreamerv3", "atari",
+              "atari:dreamerv3:five"):
     with pytest.raises(app.UsageError, match=f"Unknown check '{bad}': use speed:"):
       gpu_check.check_names([bad])

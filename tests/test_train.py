@@ -18,6 +18,8 @@ from experiments.configs import random as random_config
 from wm_jax import agents
 from wm_jax.agents.base import Agent
 from wm_jax.errors import NonFiniteLossError
+from wm_jax.eval.runs import find_run_dirs
+from wm_jax import train as train_module
 from wm_jax.train import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,7 +197,7 @@ def test_missing_config_file_names_the_existing_configs(tmp_path, overrides):
   line = _error_line(_run(tmp_path / "run", *overrides, method="nope", check=False))
   assert line == ("error: --config=experiments/configs/nope.py:debug: experiments/configs/"
                   "nope.py does not exist; the method configs are diamond.py, dreamerv1.py, dreamerv2.py, "
-                  "dreamerv3.py, iris.py, random.py, storm.py in experiments/configs/ (use "
+                  "dreamerv3.py, dyna_q.py, iris.py, random.py, storm.py in experiments/configs/ (use "
                   "--config=experiments/"
                   "configs/<method>.py:<variant>).")
 
@@ -266,3 +268,132 @@ def test_nan_loss_stops_with_step_and_term_after_saving_last_good_state(tmp_path
     train(_counting_config(nan_after=5), str(tmp_path / "run"), progress=False)
   saved = max(_checkpoint_steps(tmp_path / "run"))
   assert 100 <= saved < 400
+
+
+# --- Seeds stacked in one process (run.num_seeds). ------------------------------------------
+
+
+def test_vmapped_seeds_equal_single_seed_runs(tmp_path):
+  """DreamerV3 with run.num_seeds=2 (seeds 0 and 1, one vmapped act and update) writes one run
+  directory per seed; seed 1's episodes equal a single-seed run of seed 1 exactly, its losses to
+  float tolerance (a vmapped matmul may sum in another order)."""
+  overrides = ["--config.run.steps=400", "--config.run.log_every=200",
+               "--config.run.eval_every=200"]
+  _run(tmp_path / "stacked", *overrides, "--config.run.num_seeds=2", method="dreamerv3")
+  _run(tmp_path / "single", *overrides, "--config.seed=1", method="dreamerv3")
+  assert sorted(os.listdir(tmp_path / "stacked")) == ["checkpoints", "seed_0", "seed_1"]
+  assert find_run_dirs(str(tmp_path / "stacked")) == [str(tmp_path / "stacked" / "seed_0"),
+                                                      str(tmp_path / "stacked" / "seed_1")]
+  stacked, single = tmp_path / "stacked" / "seed_1", tmp_path / "single"
+  assert json.load(open(stacked / "config.json"))["seed"] == 1
+
+  def episodes(run_dir):
+    return [(s["kind"], s["agent_step"], s["return"], s["length"], s.get("eval_round"))
+            for s in _lines(run_dir / "scores.jsonl")]
+  assert episodes(stacked) == episodes(single)
+  assert episodes(stacked) != episodes(tmp_path / "stacked" / "seed_0")
+  stacked_metrics = _lines(stacked / "metrics.jsonl")
+  single_metrics = _lines(single / "metrics.jsonl")
+  assert single_metrics[-1]["updates"] > 0 and len(stacked_metrics) == len(single_metrics)
+  compared = 0
+  for a, b in zip(stacked_metrics, single_metrics):
+    losses = sorted(k for k in b if k.endswith("_loss"))   # none before learning starts
+    assert sorted(k for k in a if k.endswith("_loss")) == losses
+    np.testing.assert_allclose([a[k] for k in losses], [b[k] for k in losses], rtol=1e-4,
+                               atol=1e-6)
+    compared += len(losses)
+  assert compared >= 3
+
+
+def test_single_and_stacked_seed_runs_refuse_each_others_workdir(tmp_path):
+  _run(tmp_path / "single", "--config.run.steps=200")
+  line = _error_line(_run(tmp_path / "single", "--config.run.steps=200",
+                          "--config.run.num_seeds=2", check=False))
+  assert line.endswith("holds a single-seed run: choose a new --workdir for run.num_seeds=2.")
+  _run(tmp_path / "stacked", "--config.run.steps=200", "--config.run.num_seeds=2")
+  line = _error_line(_run(tmp_path / "stacked", "--config.run.steps=200", check=False))
+  assert line.endswith("holds a run of several seeds (seed_*/): rerun it with its "
+                       "run.num_seeds or choose a new --workdir.")
+  line = _error_line(_run(tmp_path / "stacked", "--config.run.steps=200",
+                          "--config.run.num_seeds=3", check=False))
+  assert "run.num_seeds: saved 2, given 3" in line
+
+
+def test_stacked_seeds_resume_and_follow_the_train_ratio(tmp_path, counting_method):
+  config = _counting_config(nan_after=10**9)
+  config.run.num_seeds = 3
+  config.run.steps = 200
+  train(config, str(tmp_path / "run"), progress=False)
+  config.run.steps = 400   # a resume may extend the run
+  counters = train(config, str(tmp_path / "run"), progress=False)
+  assert counters["updates"] == 2 * (400 - 100) // 2 + 2   # as for one seed
+  for seed in (0, 1, 2):
+    metrics = _lines(tmp_path / "run" / f"seed_{seed}" / "metrics.jsonl")
+    assert [m["agent_step"] for m in metrics] == [200, 400]
+    assert metrics[-1]["updates"] == counters["updates"] and "model_loss" in metrics[-1]
+
+
+def test_nan_loss_of_stacked_seeds_names_the_seed(tmp_path, counting_method):
+  config = _counting_config(nan_after=5)
+  config.run.num_seeds = 2
+  config.seed = 4
+  with pytest.raises(NonFiniteLossError, match=r"'model_loss' of seed 4 became nan at agent"):
+    train(config, str(tmp_path / "run"), progress=False)
+
+
+# --- On-device collection (run.collect_on_device, pure-JAX envs). ---------------------------
+
+
+def _make_echo_agent(config, spec):
+  """A toy learner on pixels with a recurrent carry: its action depends on the frame, the carry
+  (steps since the episode began) and the key; its 'loss' on the replayed frames and rewards."""
+  del config
+  def act(state, carry, obs, key, explore):
+    carry = jnp.where(obs["is_first"], 0, carry + 1)
+    brightness = obs["image"].astype(jnp.int32).sum(axis=(1, 2, 3)) // 997
+    noise = jax.random.randint(key, carry.shape, 0, 2)
+    return ((brightness + carry + noise) % spec.act.num_actions).astype(jnp.int32), carry
+
+  def update(state, batch, key):
+    loss = jnp.mean(batch["reward"]) + jnp.mean(batch["image"]) / 255 + jax.random.uniform(key)
+    return {"n": state["n"] + 1}, {"model_loss": loss}
+
+  return Agent(init=lambda key: {"n": jnp.zeros((), jnp.int32)},
+               initial_carry=lambda n: jnp.zeros(n, jnp.int32), act=act, update=update)
+
+
+def test_on_device_collection_equals_the_host_loop(tmp_path, monkeypatch):
+  """On the sprite env the jitted collection loop (many store -> act -> env step iterations
+  per call, updates in between) gives the host loop's episodes, updates and losses."""
+  monkeypatch.setitem(agents.BUILDERS, "echo", "tests.test_train:_make_echo_agent")
+  config = random_config.get_config("debug")
+  config.method = "echo"
+  config.env.suite, config.env.task = "sprite", "reach"
+  config.run.update(dict(steps=600, train_ratio=6.0, batch_size=4, batch_length=6,
+                         replay_capacity=2000, learning_starts=64, log_every=100,
+                         eval_every=300, checkpoint_every=300))
+  for on_device in (True, False):
+    config.run.collect_on_device = on_device
+    train(config, str(tmp_path / str(on_device)), progress=False)
+  device, host = (_lines(tmp_path / str(d) / "scores.jsonl") for d in (True, False))
+  assert len(device) >= 18 and len({s["return"] for s in device}) > 1
+  assert [(s["kind"], s["agent_step"], s["return"]) for s in device] == [
+      (s["kind"], s["agent_step"], s["return"]) for s in host]
+  device, host = (_lines(tmp_path / str(d) / "metrics.jsonl") for d in (True, False))
+  assert host[-1]["updates"] == 134   # 269 iterations (agent steps 64..600) x half an update
+  assert [(m["updates"], m.get("model_loss")) for m in device] == [
+      (m["updates"], m.get("model_loss")) for m in host]
+
+
+def test_device_collection_stops_where_the_host_loop_must_act():
+  run = random_config.get_config("debug").run
+  run.update(dict(steps=1000, log_every=100, eval_every=300, checkpoint_every=500,
+                  learning_starts=50))
+  counters = {"agent_step": 0, "update_credit": 0.0}
+  # 2 envs: the log boundary at 100 agent steps comes after 50 iterations.
+  assert train_module.iterations_to_next_event(counters, 2, run, 0.0) == 50
+  # learning starts at step 50 (iteration 25), then one update every 4 iterations.
+  assert train_module.iterations_to_next_event(counters, 2, run, 0.25) == 28
+  assert train_module.iterations_to_next_event({"agent_step": 990, "update_credit": 0.0}, 2,
+                                               run, 0.0) == 5   # the run ends at 1000
+  assert train_module.iterations_to_next_event(counters, 2, run, 0.0, limit=8) == 8

@@ -58,19 +58,25 @@ def replicate(tree, mesh: Mesh):
   return _global_arrays(tree, NamedSharding(mesh, P()))
 
 
-def shard_batch(batch, mesh: Mesh):
-  """Splits every leaf's leading (batch) axis over the mesh axis 'data'; across processes each
-  process passes its own rows and the global batch is their concatenation in process order."""
-  return _global_arrays(batch, NamedSharding(mesh, P("data")))
+def _batch_sharding(mesh: Mesh, batch_axis: int) -> NamedSharding:
+  return NamedSharding(mesh, P(*[None] * batch_axis, "data"))
 
 
-def data_parallel(update_fn, mesh: Mesh):
-  """jit(update_fn(state, batch, key) -> (state, metrics)) with the batch sharded on 'data'.
+def shard_batch(batch, mesh: Mesh, batch_axis: int = 0):
+  """Splits every leaf's batch axis (the leading one, or 1 behind a seed axis) over the mesh
+  axis 'data'; across processes each process passes its own rows and the global batch is
+  their concatenation in process order."""
+  return _global_arrays(batch, _batch_sharding(mesh, batch_axis))
+
+
+def data_parallel(update_fn, mesh: Mesh, batch_axis: int = 0):
+  """jit(update_fn(state, batch, key) -> (state, metrics)) with the batch sharded on 'data'
+  along `batch_axis` (1 for a seed-vmapped update, whose leaves lead with the seed axis).
 
   The old state is not donated: the loop keeps it to checkpoint the last good state when a
   loss turns non-finite.
   """
   replicated = NamedSharding(mesh, P())
-  sharded = NamedSharding(mesh, P("data"))
+  sharded = _batch_sharding(mesh, batch_axis)
   return jax.jit(update_fn, in_shardings=(replicated, sharded, replicated),
                  out_shardings=(replicated, replicated))

@@ -12,20 +12,27 @@ saves and exits; a config or protocol card that differs from the saved one (outs
 `RESUMABLE_FIELDS`) and an unreadable checkpoint are refused with one sentence and leave the
 run untouched. Update metrics stay on the device and are fetched every `run.metrics_every`
 updates (one host sync), so updates queue asynchronously on accelerators.
+
+`run.num_seeds=S` trains seeds seed..seed+S-1 in one process (`Seeds`): one vmapped act and
+update over a leading seed axis, one checkpoint in workdir/checkpoints/, and per seed a run
+directory workdir/seed_<seed>/ with the files above (but checkpoints/), which the report reads
+as S runs.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import math
 import os
 import signal
 import sys
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -33,6 +40,7 @@ from wm_jax import parallel
 from wm_jax.agents import check_agent_config, make_agent
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.envs import make_env, protocol_card
+from wm_jax.envs.base import SeedStackedEnv, steps_on_device
 from wm_jax.errors import NonFiniteLossError, RunConfigError, read_json
 from wm_jax.logger import RunLogger, trim_jsonl
 from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
@@ -44,7 +52,7 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 # Fields a resumed run may change (extending or re-scheduling a run); any other difference
 # between the saved and the given config refuses the resume.
 RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
-                    "run.checkpoint_every", "run.metrics_every")
+                    "run.checkpoint_every", "run.metrics_every", "run.collect_on_device")
 
 
 def flatten_dict(tree: dict, prefix: str = "") -> dict:
@@ -65,9 +73,17 @@ def config_differences(saved: dict, given: dict, resumable=RESUMABLE_FIELDS) -> 
                 if k not in resumable and a.get(k, "<absent>") != b.get(k, "<absent>"))
 
 
-def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS) -> bool:
-  """Writes config.json and protocol.json (`card`) into a new workdir; for an existing one
-  first checks that both match, so a refused resume leaves the run untouched.
+def _workdir_files(config, card: dict) -> dict:
+  """name -> (content, what it is, how to resume) of the files that identify a run."""
+  return {"config.json": (json.loads(config.to_json_best_effort()), "config",
+                          "rerun with the saved config to resume it"),
+          "protocol.json": (json.loads(json.dumps(card)), "protocol card",
+                            "restore its protocol.json to resume it")}
+
+
+def check_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS) -> bool:
+  """Creates `workdir` if needed; for one that holds a run, checks that its config.json and
+  protocol.json match `config` and `card` (one sentence if not). Writes no file.
 
   Returns True when the workdir already holds this run (resume).
   """
@@ -79,12 +95,8 @@ def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS
   except OSError as e:  # a file in the path, no permission, a read-only disk
     raise RunConfigError(f"--workdir {workdir} cannot be created ({e.strerror}): choose "
                          f"another path.") from None
-  files = {"config.json": (json.loads(config.to_json_best_effort()), "config",
-                           "rerun with the saved config to resume it"),
-           "protocol.json": (json.loads(json.dumps(card)), "protocol card",
-                             "restore its protocol.json to resume it")}
   resumed = os.path.exists(os.path.join(workdir, "config.json"))
-  for name, (given, what, fix) in files.items():
+  for name, (given, what, fix) in _workdir_files(config, card).items():
     path = os.path.join(workdir, name)
     if not (resumed and os.path.exists(path)):
       continue
@@ -97,9 +109,23 @@ def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS
       raise RunConfigError(
           f"{workdir} holds a run with a different {what} ({shown}); {fix}, or choose a new "
           f"--workdir.")
-  for name, (given, _, _) in files.items():  # a resume may extend run.steps and the like
+  return resumed
+
+
+def write_workdir(workdir: str, config, card: dict) -> None:
+  """Writes config.json and protocol.json (a resume may have extended run.steps and the like)."""
+  for name, (given, _, _) in _workdir_files(config, card).items():
     with open(os.path.join(workdir, name), "w") as f:
       json.dump(given, f, indent=2, sort_keys=True)
+
+
+def prepare_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS) -> bool:
+  """check_workdir, then write_workdir: a refused resume leaves the run untouched.
+
+  Returns True when the workdir already holds this run (resume).
+  """
+  resumed = check_workdir(workdir, config, card, resumable)
+  write_workdir(workdir, config, card)
   return resumed
 
 
@@ -107,7 +133,7 @@ def validate(config) -> None:
   """Rejects an impossible run config at start-up (before any env starts) with one sentence."""
   run = config.run
   for name in ("steps", "eval_every", "log_every", "checkpoint_every", "eval_episodes",
-               "metrics_every"):
+               "metrics_every", "num_seeds"):
     if run[name] <= 0:
       raise RunConfigError(f"run.{name}={run[name]} must be positive.")
   if config.env.num_envs <= 0 or config.env.eval_envs <= 0:
@@ -171,6 +197,57 @@ def evaluate(agent, act, state, env, episodes: int, key) -> list[tuple[float, in
 # The loop.
 
 
+class Seeds(NamedTuple):
+  """The seeds one process trains (`run.num_seeds` of them from `seed` on).
+
+  One seed: a plain run, no seed axis anywhere. Several: agent states, replays, keys, recurrent
+  carries and env Steps are stacked on a leading seed axis [S, ...], and act, replay add and
+  sample, and the update are one vmapped call over it; each seed keeps its own key chain, envs
+  and run directory (`workdir/seed_<seed>/`), so it matches a single-seed run of that seed.
+  """
+  values: tuple[int, ...]
+
+  @property
+  def stacked(self) -> bool:
+    return len(self.values) > 1
+
+  def map(self, fn: Callable) -> Callable:
+    """fn over one seed's arrays -> fn over the seed axis (vmapped) when seeds are stacked."""
+    return jax.vmap(fn) if self.stacked else fn
+
+  def stack(self, trees: list):
+    """One pytree per seed -> one pytree with a leading seed axis (or the tree, for one seed)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees) if self.stacked else trees[0]
+
+  def take(self, tree, index: int):
+    """Seed number `index`'s slice of a stacked pytree (the tree itself, for one seed)."""
+    return jax.tree.map(lambda x: x[index], tree) if self.stacked else tree
+
+  def split(self, key, num: int = 2) -> tuple:
+    """jax.random.split of every seed's key: `num` keys, each shaped like `key` ([2] or [S, 2])."""
+    if not self.stacked:
+      return tuple(jax.random.split(key, num))
+    return tuple(jnp.swapaxes(jax.vmap(lambda k: jax.random.split(k, num))(key), 0, 1))
+
+  def workdirs(self, workdir: str) -> list[str]:
+    """The run directory of each seed: `workdir` itself, or `workdir/seed_<seed>` per seed."""
+    if not self.stacked:
+      return [workdir]
+    return [os.path.join(workdir, f"seed_{seed}") for seed in self.values]
+
+
+def check_seed_layout(workdir: str, seeds: Seeds) -> None:
+  """One sentence when `workdir` holds a run of the other kind (one seed / several seeds)."""
+  single = os.path.exists(os.path.join(workdir, "config.json"))
+  several = glob.glob(os.path.join(workdir, "seed_*", "config.json"))
+  if seeds.stacked and single:
+    raise RunConfigError(f"{workdir} holds a single-seed run: choose a new --workdir for "
+                         f"run.num_seeds={len(seeds.values)}.")
+  if not seeds.stacked and several:
+    raise RunConfigError(f"{workdir} holds a run of several seeds (seed_*/): rerun it with its "
+                         f"run.num_seeds or choose a new --workdir.")
+
+
 class StopFlag:
   """Set by SIGTERM/SIGINT; the loop then checkpoints and returns."""
 
@@ -193,28 +270,124 @@ def _crossed(before: int, after: int, every: int) -> bool:
   return after // every > before // every
 
 
-def phased_updates(agent, mesh) -> Callable[[int], Callable]:
+def phased_updates(agent, mesh, seeds: Seeds = Seeds((0,))) -> Callable[[int], Callable]:
   """updates -> the data-parallel jitted update to run at that update count: one function, or
-  for a scheduled agent one per phase (`agent.schedule`, compiled when first reached)."""
+  for a scheduled agent one per phase (`agent.schedule`, compiled when first reached).
+  With stacked `seeds` the update is vmapped over the seed axis (batch axis 1)."""
+  batch_axis = 1 if seeds.stacked else 0
   if agent.schedule is None:
-    update = parallel.data_parallel(agent.update, mesh)
+    update = parallel.data_parallel(seeds.map(agent.update), mesh, batch_axis)
     return lambda updates: update
   compiled = {}
 
   def update_for(updates: int):
     phase = agent.schedule(updates)
     if phase not in compiled:
-      compiled[phase] = parallel.data_parallel(functools.partial(agent.update, phase=phase), mesh)
+      compiled[phase] = parallel.data_parallel(
+          seeds.map(functools.partial(agent.update, phase=phase)), mesh, batch_axis)
     return compiled[phase]
   return update_for
+
+
+# Collection: one loop iteration stores (obs_t, a_{t-1}) in replay, picks a_t and steps the N
+# envs. On the host that is one device call and one env.step per iteration; for on-device envs
+# (envs/base.py) `make_device_collector` runs many iterations in one jitted call.
+
+DEVICE_ITERATIONS = 256   # most iterations per on-device collection call
+TRACKED = ("reward", "is_first", "is_game_over")   # what EpisodeTracker reads of each step
+
+
+def store_and_act(agent, replay, spec, seeds: Seeds) -> Callable:
+  """(state, carry, replay_state, obs, prev_action, key) -> (action, carry, replay_state): the
+  device half of a loop iteration (no replay, when the agent does not learn: replay_state
+  stays None), vmapped over stacked seeds."""
+  def iteration(state, carry, replay_state, obs, prev_action, key):
+    if replay is not None:
+      replay_state = replay.add(replay_state, to_stored(obs, prev_action, spec))
+    action, carry = agent.act(state, carry, obs, key, True)
+    return action, carry, replay_state
+  return seeds.map(iteration)
+
+
+def make_device_collector(agent, replay, env, seeds: Seeds, obs_keys) -> Callable:
+  """Up to DEVICE_ITERATIONS loop iterations (store -> act -> env.device_step) in one jitted
+  `lax.fori_loop` for an on-device env: the host loop's iterations, same keys, no host round
+  trip per env step.
+
+  collect(state, key, carry, replay_state, step, prev_action, env_carry, iterations)
+      -> (key, carry, replay_state, step, prev_action, env_carry, tracked)
+  tracked: 'reward', 'is_first', 'is_game_over' of each new step, [DEVICE_ITERATIONS, (S,) N]
+  (rows from `iterations` on stay zero).
+  """
+  act_and_store = store_and_act(agent, replay, env.spec, seeds)
+
+  def collect(state, key, carry, replay_state, step, prev_action, env_carry, iterations):
+    tracked = {k: jnp.zeros((DEVICE_ITERATIONS,) + np.shape(step[k]), step[k].dtype)
+               for k in TRACKED}
+
+    def iteration(i, loop):
+      key, carry, replay_state, step, prev_action, env_carry, tracked = loop
+      key, act_key = seeds.split(key)
+      action, carry, replay_state = act_and_store(state, carry, replay_state,
+                                                  _select(step, obs_keys), prev_action, act_key)
+      env_carry, step = env.device_step(env_carry, action)
+      tracked = {k: v.at[i].set(step[k]) for k, v in tracked.items()}
+      return (key, carry, replay_state, step, action.astype(prev_action.dtype), env_carry,
+              tracked)
+    return jax.lax.fori_loop(0, iterations, iteration, (key, carry, replay_state, step,
+                                                        prev_action, env_carry, tracked))
+  return jax.jit(collect, donate_argnums=3)   # the buffer is updated in place
+
+
+def iterations_to_next_event(counters: dict, num_envs: int, run, credit_per_iteration: float,
+                             limit: int = DEVICE_ITERATIONS) -> int:
+  """How many loop iterations the on-device collector may run before the host must act: up
+  to the first after which an update is due, a log / eval / checkpoint boundary is crossed or
+  the run ends; at most `limit`. Replays the loop's own credit sums, so updates follow the same
+  env steps as in the host loop."""
+  now, credit = counters["agent_step"], counters["update_credit"]
+  for iterations in range(1, limit + 1):
+    before, now = now, now + num_envs
+    if credit_per_iteration and now >= run.learning_starts:
+      credit += credit_per_iteration
+      if credit >= 1.0:
+        return iterations
+    boundaries = (run.log_every, run.eval_every, run.checkpoint_every)
+    if now >= run.steps or any(_crossed(before, now, every) for every in boundaries):
+      return iterations
+  return limit
+
+
+def _keep_replay(tree: dict, replay_state) -> None:
+  """Puts the updated replay into the checkpointed tree (None: the agent keeps no replay)."""
+  if replay_state is not None:
+    tree["replay"] = replay_state
 
 
 def _select(step: dict, keys) -> dict:
   return {k: step[k] for k in keys}
 
 
+def _seed_config(config, seed: int):
+  """A copy of `config` for one of its seeds (what that seed's run directory records)."""
+  seed_config = config.copy_and_resolve_references()
+  seed_config.seed = seed
+  return seed_config
+
+
+def _make_envs(config, seeds: Seeds, eval_mode: bool):
+  """The training (or evaluation) envs of every seed: one BatchedEnv, or a SeedStackedEnv."""
+  num = config.env.num_envs
+  if eval_mode:
+    num = min(config.env.eval_envs, config.run.eval_episodes)
+  envs = [make_env(config.env.suite, config.env.task, num, seed + (10_000 if eval_mode else 0),
+                   eval_mode=eval_mode, **config.env.protocol) for seed in seeds.values]
+  return SeedStackedEnv(envs) if seeds.stacked else envs[0]
+
+
 def train(config, workdir: str, progress: bool = True) -> dict:
-  """Runs (or resumes) one training run in `workdir`; returns the final counters.
+  """Runs (or resumes) one training run in `workdir`, or `run.num_seeds` seeds of it stacked in
+  one process (Seeds); returns the final counters.
 
   Every check that can refuse the run (config, batch split over the devices, env names, a
   resume against the saved config and protocol card) comes before the workdir is written.
@@ -225,33 +398,40 @@ def train(config, workdir: str, progress: bool = True) -> dict:
         f"the training loop runs in one process, not {jax.process_count()}: its replay, "
         f"checkpoints and logs are per process, so start one run per host (the sweep's Ray "
         f"launcher does); across processes only the data-parallel update is tested.")
-  run, seed = config.run, config.seed
+  run = config.run
+  seeds = Seeds(tuple(config.seed + i for i in range(run.num_seeds)))
   mesh = parallel.make_mesh()
   if run.train_ratio > 0:
     parallel.check_batch_divides(run.batch_size, mesh)
-  env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
-                 **config.env.protocol)
-  eval_env = make_env(config.env.suite, config.env.task,
-                      min(config.env.eval_envs, run.eval_episodes), seed + 10_000,
-                      eval_mode=True, **config.env.protocol)
+  check_seed_layout(workdir, seeds)
+  env = _make_envs(config, seeds, eval_mode=False)
+  eval_env = _make_envs(config, seeds, eval_mode=True)
   card = {**protocol_card(env), "method": config.method, "variant": config.variant,
           "frames_per_step": env.frames_per_step}
-  resumed = prepare_workdir(workdir, config, card)
+  seed_configs = [_seed_config(config, seed) if seeds.stacked else config
+                  for seed in seeds.values]
+  seed_dirs = seeds.workdirs(workdir)
+  resumed = [check_workdir(d, c, card) for d, c in zip(seed_dirs, seed_configs)]
+  for seed_dir, seed_config in zip(seed_dirs, seed_configs):
+    write_workdir(seed_dir, seed_config, card)
 
   agent = make_agent(config.method, config.agent, env.spec)
   learning = agent.update is not None and run.train_ratio > 0
-  key, init_key = jax.random.split(jax.random.PRNGKey(seed))
-  state = parallel.replicate(agent.init(init_key), mesh)
-
-  tree = {"agent": state, "key": key}
+  keys, states = [], []
+  for seed in seeds.values:
+    key, init_key = jax.random.split(jax.random.PRNGKey(seed))
+    keys.append(key)
+    states.append(agent.init(init_key))
+  tree = {"agent": parallel.replicate(seeds.stack(states), mesh), "key": seeds.stack(keys)}
   replay = None
   if learning:
     replay = make_replay(env.spec, env.num_envs, run.replay_capacity, run.batch_size,
                          run.batch_length)
-    print(f"replay: {run.replay_capacity:,} steps, "
-          f"{replay_nbytes(env.spec, run.replay_capacity) / 2**30:.2f} GiB on device",
-          file=sys.stderr)
-    tree["replay"] = replay.init()
+    print(f"replay: {run.replay_capacity:,} steps"
+          f"{f' per seed x {len(seeds.values)} seeds' if seeds.stacked else ''}, "
+          f"{len(seeds.values) * replay_nbytes(env.spec, run.replay_capacity) / 2**30:.2f} GiB "
+          f"on device", file=sys.stderr)
+    tree["replay"] = seeds.stack([replay.init() for _ in seeds.values])
 
   counters = {"agent_step": 0, "updates": 0, "update_credit": 0.0, "eval_round": 0,
               "wall_seconds": 0.0}
@@ -259,57 +439,62 @@ def train(config, workdir: str, progress: bool = True) -> dict:
   restored = ckpt.restore(tree)
   if restored is not None:
     tree, counters = restored
-    for name in ("metrics.jsonl", "scores.jsonl"):
-      trim_jsonl(os.path.join(workdir, name), counters["agent_step"])
     print(f"resuming {workdir} from agent step {counters['agent_step']:,}", file=sys.stderr)
-  elif resumed:
-    for name in ("metrics.jsonl", "scores.jsonl"):  # killed before its first checkpoint
-      trim_jsonl(os.path.join(workdir, name), -1)
+  for seed_dir, was_resumed in zip(seed_dirs, resumed):
+    if restored is not None or was_resumed:   # -1: killed before its first checkpoint
+      for name in ("metrics.jsonl", "scores.jsonl"):
+        trim_jsonl(os.path.join(seed_dir, name),
+                   counters["agent_step"] if restored is not None else -1)
 
-  logger = RunLogger(workdir, env.frames_per_step,
-                     {"suite": config.env.suite, "task": config.env.task, "seed": seed})
+  loggers = [RunLogger(seed_dir, env.frames_per_step,
+                       {"suite": config.env.suite, "task": config.env.task, "seed": seed})
+             for seed_dir, seed in zip(seed_dirs, seeds.values)]
   stop = StopFlag()
   try:
-    counters = _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, logger,
-                     mesh, stop, progress)
+    counters = _loop(config, seeds, seed_dirs, agent, replay, env, eval_env, tree, counters,
+                     ckpt, loggers, mesh, stop, progress)
   finally:
     stop.restore()
-    logger.close()
+    for logger in loggers:
+      logger.close()
     env.close()
     eval_env.close()
     ckpt.close()
   return counters
 
 
-def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, logger, mesh,
-          stop, progress):
+def _loop(config, seeds, seed_dirs, agent, replay, env, eval_env, tree, counters, ckpt, loggers,
+          mesh, stop, progress):
   run = config.run
   spec = env.spec
   num_envs = env.num_envs
+  num_seeds = len(seeds.values)
   obs_keys = list(spec.obs) + ["reward", "is_first", "is_last", "is_terminal"]
-  act = jax.jit(agent.act, static_argnums=4)
+  eval_act = jax.jit(agent.act, static_argnums=4)   # one seed at a time, as in a single run
   updates_per_iter = num_envs * run.train_ratio / (run.batch_size * run.batch_length)
+  credit_per_iter = updates_per_iter if replay is not None else 0.0
+  on_device = run.collect_on_device and steps_on_device(env)
+  if on_device:
+    collect_on_device = make_device_collector(agent, replay, env, seeds, obs_keys)
+  else:  # the buffer is updated in place
+    collect = jax.jit(store_and_act(agent, replay, spec, seeds), donate_argnums=2)
 
   if replay is not None:
-    def collect(state, carry, replay_state, step, prev_action, key):
-      """Stores (obs_t, a_{t-1}) and picks a_t from obs_t, in one device call."""
-      replay_state = replay.add(replay_state, to_stored(step, prev_action, spec))
-      action, carry = agent.act(state, carry, step, key, True)
-      return action, carry, replay_state
-    collect = jax.jit(collect, donate_argnums=2)  # the buffer is updated in place
-    sample = jax.jit(replay.sample)
-    update_for = phased_updates(agent, mesh)
+    sample = jax.jit(seeds.map(replay.sample))
+    can_sample_all = jax.jit(lambda state: jnp.all(seeds.map(replay.can_sample)(state)))
+    update_for = phased_updates(agent, mesh, seeds)
 
   t_start, wall_before = time.time(), counters["wall_seconds"]
   queued: list[dict] = []          # device metrics of updates not yet fetched
-  pending_metrics: list[dict] = []  # host metrics since the last log line
+  pending_metrics: list[list[dict]] = [[] for _ in seeds.values]  # per seed, since the last log
   last_good = {"agent": tree["agent"]}  # agent state as of the last finite fetch
 
   def fetch_metrics():
     """One device sync for all queued updates' metrics; stops on a non-finite loss."""
     for metrics in jax.device_get(queued):
-      _check_finite(metrics, counters["agent_step"], save_last_good, len(queued))
-      pending_metrics.append(metrics)
+      _check_finite(metrics, counters["agent_step"], save_last_good, len(queued), seeds)
+      for i, pending in enumerate(pending_metrics):
+        pending.append(seeds.take(metrics, i))
     queued.clear()
     last_good["agent"] = tree["agent"]
 
@@ -323,41 +508,62 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
     counters["wall_seconds"] = wall_before + time.time() - t_start
     ckpt.save(counters["agent_step"], tree, counters)
 
-  tracker = EpisodeTracker(num_envs)
+  trackers = [EpisodeTracker(num_envs) for _ in seeds.values]
   step = env.reset()
-  carry = agent.initial_carry(num_envs)
-  prev_action = np.zeros((num_envs,) + spec.act.shape, spec.act.dtype)
+  carry = seeds.stack([agent.initial_carry(num_envs) for _ in seeds.values])
+  prev_action = np.zeros(((num_seeds,) if seeds.stacked else ()) + (num_envs,) + spec.act.shape,
+                         spec.act.dtype)
   can_sample = False   # the replay only grows, so once it can sample it always can
-  last_eval = float("nan")
+  last_eval = [float("nan")] * num_seeds
   t_log, s_log = time.time(), counters["agent_step"]
   bar = tqdm(total=run.steps, initial=counters["agent_step"], unit="step", disable=not progress,
              mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True,
-             desc=f"{config.method} {config.env.task}")
+             desc=f"{config.method} {config.env.task}"
+                  f"{f' x {num_seeds} seeds' if seeds.stacked else ''}")
 
-  while counters["agent_step"] < run.steps and stop.signal is None:
-    tree["key"], act_key = jax.random.split(tree["key"])
-    if replay is not None:
-      action, carry, tree["replay"] = collect(tree["agent"], carry, tree["replay"],
-                                              _select(step, obs_keys),
-                                              prev_action, act_key)
-    else:
-      action, carry = act(tree["agent"], carry, _select(step, obs_keys), act_key, True)
+  env_carry = env.device_carry() if on_device else None
+
+  def collect_on_host() -> list[dict]:
+    """One loop iteration: one device call to store and act, one env step; [its Step]."""
+    nonlocal carry, prev_action, step
+    tree["key"], act_key = seeds.split(tree["key"])
+    action, carry, replay_state = collect(tree["agent"], carry, tree.get("replay"),
+                                          _select(step, obs_keys), prev_action, act_key)
+    _keep_replay(tree, replay_state)
     prev_action = np.asarray(action)
     step = env.step(prev_action)
+    return [step]
+
+  def collect_iterations_on_device() -> list[dict]:
+    """The iterations up to the next update or boundary in one call; their tracked flags."""
+    nonlocal carry, prev_action, step, env_carry
+    iterations = iterations_to_next_event(counters, num_envs, run, credit_per_iter)
+    tree["key"], carry, replay_state, step, prev_action, env_carry, tracked = (
+        collect_on_device(tree["agent"], tree["key"], carry, tree.get("replay"), step,
+                          prev_action, env_carry, iterations))
+    _keep_replay(tree, replay_state)
+    tracked = jax.device_get(tracked)
+    return [{k: v[i] for k, v in tracked.items()} for i in range(iterations)]
+
+  while counters["agent_step"] < run.steps and stop.signal is None:
     before = counters["agent_step"]
-    counters["agent_step"] = now = before + num_envs
-    bar.update(num_envs)
-    for _, ret, length in tracker.update(step):
-      logger.score("train", now, ret, length)
+    for new_step in (collect_iterations_on_device() if on_device else collect_on_host()):
+      counters["agent_step"] = now = counters["agent_step"] + num_envs
+      for i, (tracker, logger) in enumerate(zip(trackers, loggers)):
+        for _, ret, length in tracker.update(seeds.take(new_step, i)):
+          logger.score("train", now, ret, length)
+      if replay is not None and now >= run.learning_starts:
+        counters["update_credit"] += updates_per_iter
+    bar.update(now - before)
 
     if replay is not None and now >= run.learning_starts:
-      counters["update_credit"] += updates_per_iter
-      can_sample = can_sample or bool(replay.can_sample(tree["replay"]))
+      can_sample = can_sample or bool(can_sample_all(tree["replay"]))
       while counters["update_credit"] >= 1.0 and can_sample:
         # Updates queue on the device; their metrics are fetched every run.metrics_every
         # updates (the 2023 code's jax.metrics_every), not after each one.
-        tree["key"], sample_key, update_key = jax.random.split(tree["key"], 3)
-        batch = parallel.shard_batch(sample(tree["replay"], sample_key), mesh)
+        tree["key"], sample_key, update_key = seeds.split(tree["key"], 3)
+        batch = parallel.shard_batch(sample(tree["replay"], sample_key), mesh,
+                                     1 if seeds.stacked else 0)
         update = update_for(counters["updates"])
         tree["agent"], metrics = update(tree["agent"], batch, update_key)
         queued.append(metrics)
@@ -369,22 +575,26 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
     if _crossed(before, now, run.log_every) or now >= run.steps:
       fetch_metrics()
       elapsed = time.time() - t_log
-      values = {"steps_per_second": (now - s_log) / max(elapsed, 1e-9),
+      shared = {"steps_per_second": (now - s_log) / max(elapsed, 1e-9),
                 "updates": counters["updates"]}
-      if pending_metrics:
-        values.update({k: float(np.mean([m[k] for m in pending_metrics]))
-                       for k in pending_metrics[0]})
-      logger.metrics(now, values)
-      pending_metrics.clear()
+      for logger, pending in zip(loggers, pending_metrics):
+        values = dict(shared)
+        if pending:
+          values.update({k: float(np.mean([m[k] for m in pending])) for k in pending[0]})
+        logger.metrics(now, values)
+        pending.clear()
       t_log, s_log = time.time(), now
     if _crossed(before, now, run.eval_every) or now >= run.steps:
-      tree["key"], eval_key = jax.random.split(tree["key"])
-      results = evaluate(agent, act, tree["agent"], eval_env, run.eval_episodes, eval_key)
-      for ret, length in results:
-        logger.score("eval", now, ret, length, eval_round=counters["eval_round"])
+      tree["key"], eval_key = seeds.split(tree["key"])
+      eval_envs = eval_env.envs if seeds.stacked else [eval_env]
+      for i, (logger, seed_env) in enumerate(zip(loggers, eval_envs)):
+        results = evaluate(agent, eval_act, seeds.take(tree["agent"], i), seed_env,
+                           run.eval_episodes, seeds.take(eval_key, i))
+        for ret, length in results:
+          logger.score("eval", now, ret, length, eval_round=counters["eval_round"])
+        last_eval[i] = float(np.mean([r for r, _ in results]))
       counters["eval_round"] += 1
-      last_eval = float(np.mean([r for r, _ in results]))
-      bar.set_postfix(eval_return=f"{last_eval:.1f}")
+      bar.set_postfix(eval_return=f"{np.mean(last_eval):.1f}")
     if _crossed(before, now, run.checkpoint_every) or now >= run.steps:
       save()
   bar.close()
@@ -395,19 +605,25 @@ def _loop(config, workdir, agent, replay, env, eval_env, tree, counters, ckpt, l
           f"the same command to resume.", file=sys.stderr)
     return counters
   counters["wall_seconds"] = wall_before + time.time() - t_start
-  done = {**counters, "env_frame": counters["agent_step"] * env.frames_per_step,
-          "last_eval_return": last_eval}
-  with open(os.path.join(workdir, "done.json"), "w") as f:
-    json.dump(done, f, indent=2)
+  for seed_dir, seed_eval in zip(seed_dirs, last_eval):
+    done = {**counters, "env_frame": counters["agent_step"] * env.frames_per_step,
+            "last_eval_return": seed_eval}
+    with open(os.path.join(seed_dir, "done.json"), "w") as f:
+      json.dump(done, f, indent=2)
   return counters
 
 
-def _check_finite(metrics: dict, agent_step: int, save_last_good, window: int) -> None:
-  """Saves the last good state and stops when a loss term is NaN or inf (found in a fetch of `window` updates)."""
+def _check_finite(metrics: dict, agent_step: int, save_last_good, window: int,
+                  seeds: Seeds) -> None:
+  """Saves the last good state and stops when a loss term is NaN or inf (found in a fetch of
+  `window` updates); with stacked seeds, names the first seed where it is."""
   for name, value in metrics.items():
-    if name.endswith("_loss") and not np.all(np.isfinite(value)):
+    bad = np.flatnonzero(~np.isfinite(np.reshape(value, -1))) if name.endswith("_loss") else []
+    if len(bad):
       save_last_good()
+      where = f" of seed {seeds.values[bad[0]]}" if seeds.stacked else ""
       raise NonFiniteLossError(
-          f"Loss term {name!r} became {float(value)} at agent step {agent_step:,} (within "
-          f"the last {window} updates); the last good state is checkpointed. Lower the "
-          f"learning rate or enable gradient clipping, then rerun to resume.")
+          f"Loss term {name!r}{where} became {float(np.reshape(value, -1)[bad[0]])} at agent "
+          f"step {agent_step:,} (within the last {window} updates); the last good state is "
+          f"checkpointed. Lower the learning rate or enable gradient clipping, then rerun to "
+          f"resume.")

@@ -14,6 +14,11 @@ fills `config.agent`. Fields (all overridable with `--config.<path>=<value>`):
   run.batch_size, run.batch_length, run.replay_capacity (steps), run.learning_starts
   run.eval_every, run.eval_episodes, run.log_every, run.checkpoint_every (agent steps)
   run.metrics_every  updates whose metrics are fetched to the host together (one sync)
+  run.num_seeds    seeds seed, seed+1, ... trained together in one process (vmapped; each
+                   in workdir/seed_<seed>/, equal to a single-seed run of that seed)
+  run.collect_on_device  for pure-JAX envs (sprite): run the act -> env step -> replay add
+                   iterations between updates in one jitted loop (same results as the host
+                   loop); ignored by host envs (envpool, dm_control)
 """
 
 from __future__ import annotations
@@ -81,7 +86,7 @@ def base_config(method: str, variant: str) -> ml_collections.ConfigDict:
   config.env = ml_collections.ConfigDict(preset["env"])
   config.run = ml_collections.ConfigDict(dict(
       train_ratio=0.0, batch_size=16, batch_length=64, learning_starts=0,
-      keep_checkpoints=2,
+      keep_checkpoints=2, num_seeds=1, collect_on_device=True,
       metrics_every=10))   # updates per metrics fetch (one host sync; 2023 code: 10)
   config.run.update(preset["run"])
   config.agent = ml_collections.ConfigDict()

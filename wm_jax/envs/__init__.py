@@ -2,8 +2,9 @@
 
 Suites: 'atari' (Atari-100k via envpool), 'dmc' (DMControl proprio via envpool),
 'dmc_vision' (DMControl rendered 64x64 with dm_control), 'classic' (envpool classic
-control), 'vizdoom' (3-D ViZDoom scenarios via envpool), 'sprite' (a tiny pure-JAX pixel env,
-task 'reach'). Every env carries its protocol
+control), 'tabular' (envpool's toy-text tasks: Taxi, FrozenLake, ...; 'state' observations
+for tabular methods such as Dyna-Q), 'vizdoom' (3-D ViZDoom scenarios via envpool), 'sprite'
+(a tiny pure-JAX pixel env, task 'reach'). Every env carries its protocol
 card (`env.protocol`, a frozen dataclass) and `env.frames_per_step` (emulator/control frames
 per agent step, for frame budgets such as Atari-100k's 400k frames).
 """
@@ -16,7 +17,7 @@ from typing import Any
 from wm_jax.envs import base
 from wm_jax.envs.base import BatchedEnv, EnvSpec, Step, UnknownNameError
 
-SUITES = ("atari", "dmc", "dmc_vision", "classic", "vizdoom", "sprite")
+SUITES = ("atari", "dmc", "dmc_vision", "classic", "tabular", "vizdoom", "sprite")
 SPRITE_TASKS = ("reach",)
 
 # The 26 games of Atari-100k (Kaiser et al. 2020), envpool names without '-v5'.
@@ -41,6 +42,9 @@ def check_task(suite: str, task: str) -> None:
   elif suite == "classic":
     from wm_jax.envs import classic
     base.check_name("classic-control task", task, classic.classic_tasks())
+  elif suite == "tabular":
+    from wm_jax.envs import classic
+    base.check_name("tabular task", task, classic.TABULAR_TASKS)
   elif suite == "vizdoom":
     from wm_jax.envs import vizdoom
     base.check_name("ViZDoom scenario", task, vizdoom.vizdoom_tasks())
@@ -66,10 +70,11 @@ def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool
     protocol = base.replace_protocol(dmc.DMCProtocol(suite=suite), "DMC", protocol_overrides)
     env_cls = dmc.DMCProprioEnv if suite == "dmc" else dmc.DMCVisionEnv
     return env_cls(task, num_envs, seed, protocol)
-  if suite == "classic":
+  if suite in ("classic", "tabular"):
     from wm_jax.envs import classic
-    protocol = base.replace_protocol(classic.ClassicProtocol(), "classic", protocol_overrides)
-    return classic.ClassicEnv(task, num_envs, seed, protocol)
+    protocol = base.replace_protocol(classic.ClassicProtocol(), suite, protocol_overrides)
+    env_cls = classic.ClassicEnv if suite == "classic" else classic.TabularEnv
+    return env_cls(task, num_envs, seed, protocol)
   if suite == "vizdoom":
     from wm_jax.envs import vizdoom
     protocol = base.replace_protocol(vizdoom.VizDoomProtocol(), "ViZDoom", protocol_overrides)

@@ -17,6 +17,14 @@ Every suite (Atari-100k, DMC proprio, DMC vision, classic control, the sprite en
 Auto-reset: an env whose previous step was `is_last` ignores its action on the next `step`
 and returns the first observation of a new episode (`is_first=True`, reward 0). This is the
 DreamerV3 / envpool convention, so a recorded stream of steps is all the model needs.
+
+On-device envs (pure JAX, e.g. the sprite env) also offer, after reset():
+  env_carry = env.device_carry()                         the env's state and key, a pytree
+  env_carry, step = env.device_step(env_carry, actions)  pure and jittable; step as above,
+                                                         leaves jax arrays
+so the train loop can run act -> env step -> replay add for many steps in one jitted loop
+(wm_jax/train.py, `run.collect_on_device`); `step(actions)` must equal a device_step of the
+env's own carry.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import dataclasses
 import difflib
 from typing import Any, Mapping, Protocol, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from wm_jax.errors import UnknownNameError
@@ -123,3 +133,47 @@ def auto_reset_flags(was_last: np.ndarray, reward: np.ndarray, is_last: np.ndarr
           "is_first": np.asarray(was_last, bool).copy(), "is_last": is_last,
           "is_terminal": np.asarray(is_terminal, bool),
           "is_game_over": is_last.copy() if is_game_over is None else is_game_over}
+
+
+class SeedStackedEnv:
+  """One BatchedEnv per seed, stepped together for a run that trains S seeds in one process
+  (wm_jax/train.py, `run.num_seeds`): Step leaves are [S, N, ...], actions [S, N, ...].
+
+  Each env is exactly the one a single-seed run with that seed would make, so seed s sees the
+  same episodes here as alone.
+  """
+
+  def __init__(self, envs: Sequence[BatchedEnv]):
+    self.envs = list(envs)
+    first = self.envs[0]
+    self.num_envs, self.spec, self.protocol = first.num_envs, first.spec, first.protocol
+    self.suite, self.task, self.frames_per_step = first.suite, first.task, first.frames_per_step
+
+  def reset(self) -> Step:
+    return _stack_steps([env.reset() for env in self.envs])
+
+  def step(self, actions: np.ndarray) -> Step:
+    return _stack_steps([env.step(a) for env, a in zip(self.envs, actions)])
+
+  def close(self) -> None:
+    for env in self.envs:
+      env.close()
+
+  def device_carry(self):
+    """Every seed's env carry, stacked on a leading seed axis (on-device envs only)."""
+    carries = [env.device_carry() for env in self.envs]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *carries)
+
+  def device_step(self, env_carry, actions):
+    """device_step of every seed's env (they differ only in their carries), vmapped."""
+    return jax.vmap(self.envs[0].device_step)(env_carry, actions)
+
+
+def steps_on_device(env) -> bool:
+  """Whether `env` offers device_carry / device_step (stacked seeds: every seed's env does)."""
+  envs = env.envs if isinstance(env, SeedStackedEnv) else [env]
+  return all(hasattr(e, "device_step") for e in envs)
+
+
+def _stack_steps(steps: Sequence[Step]) -> Step:
+  return {k: np.stack([step[k] for step in steps]) for k in steps[0]}

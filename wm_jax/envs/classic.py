@@ -1,9 +1,11 @@
-"""envpool's classic-control tasks (CartPole, Acrobot, MountainCar, Pendulum) as 'vector' envs.
+"""envpool's small tasks: classic control (CartPole, Acrobot, MountainCar, Pendulum) as
+'vector' envs, and the tabular toy-text tasks (Taxi, FrozenLake, CliffWalking) as 'state' envs.
 
-Small, fast sanity checks for world models and agents. Observations are float32 [N, D];
-discrete tasks take int32 [N] actions, continuous ones float32 [N, A] in [-1, 1], rescaled
-here to the task's own bounds (Pendulum's torque is [-2, 2]). A time limit (CartPole-v1:
-500 steps) is a truncation: is_last without is_terminal.
+Small, fast sanity checks for world models and agents, and the tabular home of Dyna-Q.
+Classic-control observations are float32 [N, D]; tabular ones are the state index, int32 [N]
+in [0, env.num_states). Discrete tasks take int32 [N] actions, continuous ones float32 [N, A]
+in [-1, 1], rescaled here to the task's own bounds (Pendulum's torque is [-2, 2]). A time
+limit (CartPole-v1: 500 steps, Taxi-v3: 200) is a truncation: is_last without is_terminal.
 """
 
 from __future__ import annotations
@@ -27,20 +29,39 @@ class ClassicProtocol:
   time_limit: int | None = None
 
 
+def _envpool_tasks(module: str) -> list[str]:
+  from envpool.registration import registry
+  return sorted(k for k, v in registry.specs.items() if v[0] == module)
+
+
 def classic_tasks() -> list[str]:
   """The envpool ids of the classic-control tasks ('CartPole-v1', ...)."""
-  from envpool.registration import registry
-  return sorted(k for k, v in registry.specs.items() if v[0] == "envpool.classic_control")
+  return _envpool_tasks("envpool.classic_control")
+
+
+# Tabular tasks with one discrete state and a fixed number of states ('tabular/*' and
+# Blackjack's tuple observations are left out).
+TABULAR_TASKS = ("CliffWalking-v1", "FrozenLake-v1", "FrozenLake8x8-v1", "NChain-v0", "Taxi-v3")
 
 
 class ClassicEnv:
   """N copies of one classic-control task stepped by envpool (gymnasium API)."""
 
   suite = "classic"
+  kind = "classic-control task"
+
+  def tasks(self) -> list[str]:
+    return classic_tasks()
+
+  def _obs_spec(self, obs_space) -> dict:
+    return {"vector": base.ArraySpec((int(np.prod(obs_space.shape)),), "float32")}
+
+  def _obs(self, obs: np.ndarray) -> dict:
+    return {"vector": obs.astype(np.float32)}
 
   def __init__(self, task: str, num_envs: int, seed: int, protocol: ClassicProtocol):
     import envpool
-    base.check_name("classic-control task", task, classic_tasks())
+    base.check_name(self.kind, task, self.tasks())
     overrides = {} if protocol.time_limit is None else {"max_episode_steps": protocol.time_limit}
     with warnings.catch_warnings():  # envpool's float64 Box bounds make gymnasium warn.
       warnings.simplefilter("ignore", UserWarning)
@@ -58,8 +79,7 @@ class ClassicEnv:
     else:
       act = base.ActionSpec(discrete=False, dim=int(space.shape[0]))
       self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
-    dim = int(np.prod(obs_space.shape))
-    self.spec = base.EnvSpec(obs={"vector": base.ArraySpec((dim,), "float32")}, act=act)
+    self.spec = base.EnvSpec(obs=self._obs_spec(obs_space), act=act)
     self._was_last = np.zeros(num_envs, bool)
 
   def _env_actions(self, actions: np.ndarray) -> np.ndarray:
@@ -70,17 +90,38 @@ class ClassicEnv:
     return self._low + unit * (self._high - self._low)
 
   def reset(self) -> base.Step:
-    """Starts every episode: 'vector' float32 [N, D], is_first all True."""
+    """Starts every episode: the observation [N, ...], is_first all True."""
     obs, _ = self._env.reset()
     self._was_last = np.zeros(self.num_envs, bool)
-    return {"vector": obs.astype(np.float32), **base.first_step_flags(self.num_envs)}
+    return {**self._obs(obs), **base.first_step_flags(self.num_envs)}
 
   def step(self, actions: np.ndarray) -> base.Step:
     """One step of every env (envpool auto-resets the envs that ended on the last step)."""
     obs, reward, terminated, truncated, _ = self._env.step(self._env_actions(actions))
     flags = base.auto_reset_flags(self._was_last, reward, terminated | truncated, terminated)
     self._was_last = flags["is_last"]
-    return {"vector": obs.astype(np.float32), **flags}
+    return {**self._obs(obs), **flags}
 
   def close(self) -> None:
     self._env.close()
+
+
+class TabularEnv(ClassicEnv):
+  """N copies of one tabular toy-text task (TABULAR_TASKS): 'state' int32 [N], and
+  `num_states`, the size of the state space (Taxi-v3: 500)."""
+
+  suite = "tabular"
+  kind = "tabular task"
+
+  def tasks(self) -> list[str]:
+    return list(TABULAR_TASKS)
+
+  def __init__(self, task: str, num_envs: int, seed: int, protocol: ClassicProtocol):
+    super().__init__(task, num_envs, seed, protocol)
+    self.num_states = int(self._env.observation_space.n)
+
+  def _obs_spec(self, obs_space) -> dict:
+    return {"state": base.ArraySpec((), "int32")}
+
+  def _obs(self, obs: np.ndarray) -> dict:
+    return {"state": obs.astype(np.int32)}

@@ -12,7 +12,8 @@ on a CPU.
 
 The core is functional: `reset(key) -> (state, step)` and `step(state, action, key) ->
 (state, step)` are pure, jit/vmap/lax.scan-able, and `step` auto-resets after an episode end
-(the base.py convention). `SpriteEnv` is the thin batched host wrapper the train loop uses.
+(the base.py convention). `SpriteEnv` is the thin batched host wrapper the train loop uses; its
+`device_step` lets the loop collect many steps in one jitted call (base.py, on-device envs).
 """
 
 from __future__ import annotations
@@ -128,13 +129,29 @@ class SpriteEnv:
         act=base.ActionSpec(discrete=True, num_actions=len(_MOVES)))
     self._key = jax.random.PRNGKey(seed)
     self._reset = jax.jit(jax.vmap(functools.partial(reset, protocol=protocol)))
-    self._step = jax.jit(jax.vmap(functools.partial(step, protocol=protocol)))
+    self._step = jax.jit(self.device_step)
     self._state = None
 
   def _keys(self) -> jax.Array:
     """N fresh keys [N, 2], advancing the env's own key."""
     self._key, key = jax.random.split(self._key)
     return jax.random.split(key, self.num_envs)
+
+  def device_carry(self):
+    """(SpriteState with leaves [N, ...], key [2]): the env's whole state, for `device_step`.
+    Call after reset()."""
+    return self._state, self._key
+
+  def device_step(self, env_carry, actions: jax.Array):
+    """A pure, jittable `step`: (env_carry, actions int [N]) -> (env_carry, Step of jax arrays).
+    The train loop runs it inside its on-device collection loop; `step` runs it on the host
+    with the same key chain, so both give the same episodes."""
+    state, key = env_carry
+    key, sub = jax.random.split(key)
+    step_all = jax.vmap(functools.partial(step, protocol=self.protocol))
+    state, out = step_all(state, jnp.asarray(actions, jnp.int32),
+                          jax.random.split(sub, self.num_envs))
+    return (state, key), out
 
   def reset(self) -> base.Step:
     """Starts every episode: 'image' uint8 [N, image_size, image_size, 3], is_first all True."""
@@ -143,7 +160,7 @@ class SpriteEnv:
 
   def step(self, actions: np.ndarray) -> base.Step:
     """One step of every env; actions int [N] in 0..4."""
-    self._state, out = self._step(self._state, jnp.asarray(actions, jnp.int32), self._keys())
+    (self._state, self._key), out = self._step(self.device_carry(), actions)
     return jax.tree.map(np.asarray, out)
 
   def close(self) -> None:
