@@ -13,6 +13,7 @@ BUILDERS = {
     "dreamerv1": "wm_jax.agents.dreamer:make_dreamer",
     "dreamerv2": "wm_jax.agents.dreamer:make_dreamer",
     "dreamerv3": "wm_jax.agents.dreamer:make_dreamer",
+    "planet": "wm_jax.agents.dreamer:make_dreamer",   # agent.behavior='cem'
     "iris": "wm_jax.agents.iris:make_iris",
     "storm": "wm_jax.agents.storm:make_storm",
     "diamond": "wm_jax.agents.diamond:make_diamond",

@@ -7,6 +7,12 @@ imagination starts from all B*T replay states).
 
 Model sizes follow DreamerV3 v1 (arXiv:2301.04104 v1, Table B.1); the 2024/Nature revision
 replaces them by 12M-400M presets with a 8-block GRU and RMSNorm, not implemented here.
+
+`agent.behavior='cem'` (PlaNet, experiments/configs/planet.py) replaces the actor-critic by
+online planning: at every env step, CEM (wm_jax/core/planning.py) over action sequences scored
+by the sum of the reward head's predictions along sampled prior trajectories from the current
+posterior (PlaNet sec. 3), plus Gaussian exploration noise while collecting; the update is the
+world-model step alone.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import optax
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
 from wm_jax.agents.base import Agent, jit_init
+from wm_jax.core.planning import cem
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError, UnknownNameError
 from wm_jax.models.rssm import feat_of, make_world_model
@@ -96,16 +103,38 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
   if not any(k in spec.obs for k in ("image", "vector")):
     raise RunConfigError("Dreamer needs an 'image' or 'vector' observation; the env has "
                          f"{', '.join(spec.obs)}.")
+  planning = cfg.get("behavior", "actor_critic") == "cem"
+  if planning and spec.act.discrete:
+    raise RunConfigError("PlaNet's CEM planner searches continuous action sequences, and this "
+                         "env's actions are discrete: use a DMC task or Pendulum-v1.")
   wm = make_world_model(cfg, spec)
-  ac = make_actor_critic(wm.cfg, spec.act)
+  ac = None if planning else make_actor_critic(wm.cfg, spec.act)
   model_opt = make_optimizer(wm.cfg.model_opt)
   obs_keys = tuple(k for k in ("image", "vector") if k in spec.obs)
 
   def init(key):
     k1, k2 = jax.random.split(key)
     wm_params = wm.init(k1)
-    return {"wm": wm_params, "wm_opt": model_opt.init(wm_params),
-            "ac": ac.init(k2, wm.feat_size)}
+    state = {"wm": wm_params, "wm_opt": model_opt.init(wm_params)}
+    return state if planning else {**state, "ac": ac.init(k2, wm.feat_size)}
+
+  def plan(wm_params, post, key):
+    """PlaNet's action for each posterior state post [N]: the first of CEM's plan, [N, A]."""
+    p = cfg.planner
+
+    def one_env(start, key):
+      def predicted_return(sequences, key):   # [C, H, A] -> [C]: sum of predicted rewards
+        states = jax.tree.map(lambda x: jnp.broadcast_to(x, (p.candidates,) + x.shape), start)
+        def step(state, xs):
+          action, k = xs
+          state = wm.img_step(wm_params, state, action, k)
+          return state, wm.reward(wm_params, feat_of(state))
+        xs = (jnp.swapaxes(sequences, 0, 1), jax.random.split(key, p.horizon))
+        return jax.lax.scan(step, states, xs)[1].sum(0)
+      return cem(predicted_return, key, p.horizon, spec.act.dim, candidates=p.candidates,
+                 top_k=p.top_k, iterations=p.iterations, low=spec.act.low,
+                 high=spec.act.high)[0]
+    return jax.vmap(one_env)(post, jax.random.split(key, post_size(post)))
 
   def initial_carry(num_envs: int):
     """Zero latent and action; the first observation is always is_first, which resets it."""
@@ -119,7 +148,13 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     embed = wm.embed(state["wm"], {k: obs[k] for k in obs_keys})
     post, _ = wm.obs_step(state["wm"], carry["state"], carry["action"], embed,
                           jnp.asarray(obs["is_first"], bool), k1)
-    action = ac.act(state["ac"]["actor"], feat_of(post), k2, explore)
+    if planning:
+      k2, noise_key = jax.random.split(k2)
+      action = plan(state["wm"], post, k2)
+      if explore:   # PlaNet's exploration: Gaussian noise on the planned action
+        action = action + cfg.actor.expl_noise * jax.random.normal(noise_key, action.shape)
+    else:
+      action = ac.act(state["ac"]["actor"], feat_of(post), k2, explore)
     env_action, action = to_env_action(action, spec)
     return env_action, {"state": post, "action": action}
 
@@ -128,6 +163,9 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     k1, k2 = jax.random.split(key)
     wm_params, wm_opt, metrics, out = world_model_step(wm, model_opt, state["wm"],
                                                        state["wm_opt"], batch, k1)
+    if planning:   # PlaNet learns the model only; it plans when it acts
+      return {"wm": wm_params, "wm_opt": wm_opt}, jax.tree.map(
+          lambda x: jnp.asarray(x, jnp.float32), metrics)
     flat = lambda x: x.reshape((-1,) + x.shape[2:])
     start = jax.tree.map(flat, out["post"])
     start_cont = flat(1.0 - batch["is_terminal"].astype(jnp.float32))
@@ -137,6 +175,11 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
   return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update)
+
+
+def post_size(state) -> int:
+  """N, the leading size of a batch of RSSM states."""
+  return jax.tree.leaves(state)[0].shape[0]
 
 
 def to_env_action(action: jax.Array, spec: EnvSpec) -> tuple[jax.Array, jax.Array]:
