@@ -29,10 +29,14 @@ def test_cem_stays_inside_the_action_bounds():
   assert plan.max() <= 0.5 and plan.min() > 0.45
 
 
-def test_planet_refuses_discrete_actions_in_one_sentence():
+def test_planet_refuses_discrete_actions_and_unknown_behaviours_in_one_sentence():
   env = make_env("classic", "CartPole-v1", 1, seed=0)
+  config = planet.get_config("debug").agent
   with pytest.raises(RunConfigError, match="CEM planner searches continuous action sequences"):
-    make_agent("planet", planet.get_config("debug").agent, env.spec)
+    make_agent("planet", config, env.spec)
+  config.behavior = "mpc"
+  with pytest.raises(RunConfigError, match="agent.behavior='mpc' is not one of actor_critic"):
+    make_agent("planet", config, make_env("classic", "Pendulum-v1", 1, seed=0).spec)
 
 
 def test_planet_plans_learns_its_model_and_resumes(tmp_path):

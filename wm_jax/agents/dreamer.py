@@ -78,6 +78,9 @@ def resolve_agent_config(agent: ml_collections.ConfigDict) -> ml_collections.Con
     raise UnknownNameError(f"Unknown agent.size {agent.size!r}: {hint}choose one of "
                            f"{', '.join(SIZES)} (DreamerV3 Table B.1).")
   check_choices(agent, _CHOICES)
+  if agent.get("behavior", "actor_critic") not in ("actor_critic", "cem"):
+    raise RunConfigError(f"agent.behavior={agent.behavior!r} is not one of actor_critic, cem "
+                         f"(PlaNet's planner).")
   if (agent.kl.kind == "gaussian") != (agent.rssm.classes == 0):
     raise RunConfigError("agent.kl.kind='gaussian' goes with Gaussian latents "
                          "(agent.rssm.classes=0) and the other kinds with classes > 0.")
