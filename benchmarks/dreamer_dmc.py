@@ -36,7 +36,10 @@ from wm_jax.train import flatten_dict, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("task", "cartpole_balance", "DMC proprio task (domain_task)")
-flags.DEFINE_enum("method", "dreamerv3", ["dreamerv3", "random"], "agent")
+flags.DEFINE_enum("method", "dreamerv3", ["dreamerv3", "plan2explore", "random"], "agent")
+flags.DEFINE_integer("action_repeat", 2, "env steps per agent step (DreamerV3: 2; PlaNet's "
+                     "cartpole: 8)")
+flags.DEFINE_integer("units", 0, "plan2explore: dense units of every MLP (0: the variant's 400)")
 flags.DEFINE_float("gamma", 0.99, "discount (paper: 1 - 1/333)")
 flags.DEFINE_float("critic_lr", 3e-4, "critic learning rate (paper: 3e-5)")
 define_budget_flags(steps=80_000, batch_length=16)
@@ -48,7 +51,11 @@ def make_config():
   default = module.get_config("dmc_proprio")
   config = module.get_config("dmc_proprio")
   config.env.task = FLAGS.task
+  config.env.protocol.action_repeat = FLAGS.action_repeat
   apply_budget(config)
+  if FLAGS.method == "plan2explore" and FLAGS.units:
+    for net in ("encoder", "decoder", "reward_head", "actor", "critic"):
+      config.agent[net].units = FLAGS.units
   if FLAGS.method == "dreamerv3":
     agent = config.agent
     agent.size = FLAGS.size
@@ -89,7 +96,7 @@ def main(_):
   devs = deviations(config, default)
   print(json.dumps({
       "task": FLAGS.task, "method": FLAGS.method, "seed": FLAGS.seed,
-      "agent_steps": counters["agent_step"], "env_frames": 2 * counters["agent_step"],
+      "agent_steps": counters["agent_step"], "env_frames": FLAGS.action_repeat * counters["agent_step"],
       "updates": counters["updates"], "wall_seconds": round(counters["wall_seconds"], 1),
       "this_call_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
       "load_average_1m": round(os.getloadavg()[0], 2),

@@ -49,3 +49,22 @@ def test_pendulum_continuous_actions_rescaled():
 def test_unknown_classic_task():
   with pytest.raises(UnknownNameError, match="did you mean 'CartPole-v1'"):
     make_env("classic", "CartPol-v1", 1, seed=0)
+
+
+def test_carracing_frames_actions_and_card():
+  env = make_env("box2d", "CarRacing-v3", 2, seed=0, time_limit=30)
+  assert protocol_card(env) == {"time_limit": 30, "crop_status_bar": True, "image_size": 64,
+                                "suite": "box2d", "task": "CarRacing-v3"}
+  assert env.spec.act.dim == 3 and not env.spec.act.discrete
+  np.testing.assert_allclose(env._env_actions(np.array([[-1.0, -1.0, 1.0]])), [[-1, 0, 1]])
+  np.testing.assert_allclose(env._env_actions(np.array([[0.0, 1.0, -1.0]])), [[0, 1, 0]])
+  step = env.reset()
+  assert step["image"].shape == (2, 64, 64, 3) and step["image"].dtype == np.uint8
+  total = np.zeros(2)
+  for t in range(30):   # full gas: the car moves, and new track tiles pay more than -0.1/frame
+    step = env.step(np.array([[0.0, 1.0, -1.0]] * 2, np.float32))
+    total += step["reward"]
+    assert step["is_last"].all() == (t == 29)
+  assert not step["is_terminal"].any() and (total > -3.0).all()
+  with pytest.raises(UnknownNameError, match="CarRacing-v3"):
+    make_env("box2d", "CarRacing", 1, seed=0)

@@ -14,6 +14,7 @@ BUILDERS = {
     "dreamerv2": "wm_jax.agents.dreamer:make_dreamer",
     "dreamerv3": "wm_jax.agents.dreamer:make_dreamer",
     "planet": "wm_jax.agents.dreamer:make_dreamer",   # agent.behavior='cem'
+    "plan2explore": "wm_jax.agents.plan2explore:make_plan2explore",
     "iris": "wm_jax.agents.iris:make_iris",
     "storm": "wm_jax.agents.storm:make_storm",
     "diamond": "wm_jax.agents.diamond:make_diamond",

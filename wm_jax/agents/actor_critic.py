@@ -181,7 +181,8 @@ class ActorCritic:
       return TwoHotSymlog(out, self._bins).mean()
     return out
 
-  def _actor_loss(self, actor_params, state, wm: WorldModel, wm_params, start, start_cont, key):
+  def _actor_loss(self, actor_params, state, wm: WorldModel, wm_params, start, start_cont, key,
+                  reward_fn=None):
     """Imagines H steps from `start` [N] and returns the actor loss (DreamerV3 eq. 11: -sg(adv)/S * log pi - eta * H; dynamics variant: -(R^lambda - v(s_t)) / S as the 2023 code, or -R^lambda / S without the baseline, DreamerV1 eq. 7)."""
     c = self.cfg
     k_img, k_ent = jax.random.split(key)
@@ -194,7 +195,10 @@ class ActorCritic:
 
     states, actions = wm.imagine(wm_params, policy, start, c.imag_horizon, k_img)
     feat = feat_of(states)                                        # [N, H+1, F]
-    reward = wm.reward(wm_params, feat[:, 1:])                    # [N, H]
+    if reward_fn is None:
+      reward = wm.reward(wm_params, feat[:, 1:])                  # [N, H]
+    else:
+      reward = reward_fn(feat, actions)                           # [N, H]
     cont = wm.cont(wm_params, feat[:, 1:])                        # [N, H]
     critic = state["slow_critic"] if c.critic.slow_target else state["critic"]
     value = self.value(sg(critic), feat)                          # [N, H+1]
@@ -241,13 +245,18 @@ class ActorCritic:
     loss = jnp.mean(traj["weight"][:, :-1] * (nll + reg))
     return loss, {"critic_loss": loss, "imag_value": jnp.mean(self.value(critic_params, feat))}
 
-  def update(self, state: dict, wm: WorldModel, wm_params, start, start_cont, key):
-    """One actor and one critic step on imagination from `start` [N] (posterior states, stop-gradiented) with continue flags [N]; returns (state, metrics)."""
+  def update(self, state: dict, wm: WorldModel, wm_params, start, start_cont, key,
+             reward_fn=None):
+    """One actor and one critic step on imagination from `start` [N] (posterior states, stop-gradiented) with continue flags [N]; returns (state, metrics).
+
+    reward_fn(feat [N, H+1, F], actions [N, H]) -> [N, H] replaces the reward head's prediction
+    for feat[:, 1:] (Plan2Explore's intrinsic reward); it must be differentiable in the
+    actions where the actor backpropagates through the dynamics."""
     wm_params = sg(wm_params)
     start = sg(start)
     (_, (traj, retnorm, metrics)), actor_grads = jax.value_and_grad(
         self._actor_loss, has_aux=True)(state["actor"], state, wm, wm_params, start,
-                                         start_cont, key)
+                                         start_cont, key, reward_fn)
     opt = make_optimizer(self.cfg.actor_opt)
     upd, actor_opt = opt.update(actor_grads, state["actor_opt"], state["actor"])
     actor = optax.apply_updates(state["actor"], upd)

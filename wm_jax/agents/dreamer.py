@@ -113,7 +113,6 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
   wm = make_world_model(cfg, spec)
   ac = None if planning else make_actor_critic(wm.cfg, spec.act)
   model_opt = make_optimizer(wm.cfg.model_opt)
-  obs_keys = tuple(k for k in ("image", "vector") if k in spec.obs)
 
   def init(key):
     k1, k2 = jax.random.split(key)
@@ -139,18 +138,10 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
                  high=spec.act.high)[0]
     return jax.vmap(one_env)(post, jax.random.split(key, post_size(post)))
 
-  def initial_carry(num_envs: int):
-    """Zero latent and action; the first observation is always is_first, which resets it."""
-    state = jax.eval_shape(lambda k: wm.initial(wm.init(k), num_envs), jax.random.key(0))
-    state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
-    return {"state": state, "action": jnp.zeros((num_envs, wm.action_size), jnp.float32)}
-
   def act(state, carry, obs, key, explore: bool):
     """One filtering step on obs [N] then one policy step; resets where obs['is_first']."""
     k1, k2 = jax.random.split(key)
-    embed = wm.embed(state["wm"], {k: obs[k] for k in obs_keys})
-    post, _ = wm.obs_step(state["wm"], carry["state"], carry["action"], embed,
-                          jnp.asarray(obs["is_first"], bool), k1)
+    post = filter_step(wm, state["wm"], carry, obs, k1)
     if planning:
       k2, noise_key = jax.random.split(k2)
       action = plan(state["wm"], post, k2)
@@ -169,15 +160,36 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     if planning:   # PlaNet learns the model only; it plans when it acts
       return {"wm": wm_params, "wm_opt": wm_opt}, jax.tree.map(
           lambda x: jnp.asarray(x, jnp.float32), metrics)
-    flat = lambda x: x.reshape((-1,) + x.shape[2:])
-    start = jax.tree.map(flat, out["post"])
-    start_cont = flat(1.0 - batch["is_terminal"].astype(jnp.float32))
+    start, start_cont = imagination_starts(out, batch)
     ac_state, ac_metrics = ac.update(state["ac"], wm, state["wm"], start, start_cont, k2)
     metrics.update(ac_metrics)
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
-  return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update)
+  return Agent(init=jit_init(init), initial_carry=lambda n: initial_carry(wm, n), act=act,
+               update=update)
+
+
+def initial_carry(wm, num_envs: int) -> dict:
+  """Acting carry of an RSSM agent for N envs: zero latent 'state' [N] and previous 'action' [N, A]; the first observation is always is_first, which resets it."""
+  state = jax.eval_shape(lambda k: wm.initial(wm.init(k), num_envs), jax.random.key(0))
+  state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
+  return {"state": state, "action": jnp.zeros((num_envs, wm.action_size), jnp.float32)}
+
+
+def filter_step(wm, wm_params, carry: dict, obs: dict, key: jax.Array):
+  """The posterior state [N] after obs [N] (one RSSM filtering step from the carry; resets where obs['is_first'])."""
+  embed = wm.embed(wm_params, {k: obs[k] for k in ("image", "vector") if k in obs})
+  post, _ = wm.obs_step(wm_params, carry["state"], carry["action"], embed,
+                        jnp.asarray(obs["is_first"], bool), key)
+  return post
+
+
+def imagination_starts(out: dict, batch: dict):
+  """The world-model loss's posteriors [B, T] flattened into imagination starts [B*T], and their continue flags [B*T] (DreamerV3: imagination starts from every replay state)."""
+  flat = lambda x: x.reshape((-1,) + x.shape[2:])
+  return (jax.tree.map(flat, out["post"]),
+          flat(1.0 - batch["is_terminal"].astype(jnp.float32)))
 
 
 def post_size(state) -> int:

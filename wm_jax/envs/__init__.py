@@ -17,7 +17,7 @@ from typing import Any
 from wm_jax.envs import base
 from wm_jax.envs.base import BatchedEnv, EnvSpec, Step, UnknownNameError
 
-SUITES = ("atari", "dmc", "dmc_vision", "classic", "tabular", "vizdoom", "sprite")
+SUITES = ("atari", "dmc", "dmc_vision", "classic", "tabular", "box2d", "vizdoom", "sprite")
 SPRITE_TASKS = ("reach",)
 
 # The 26 games of Atari-100k (Kaiser et al. 2020), envpool names without '-v5'.
@@ -42,6 +42,9 @@ def check_task(suite: str, task: str) -> None:
   elif suite == "classic":
     from wm_jax.envs import classic
     base.check_name("classic-control task", task, classic.classic_tasks())
+  elif suite == "box2d":
+    from wm_jax.envs import classic
+    base.check_name("Box2D task", task, list(classic.BOX2D_TASKS))
   elif suite == "tabular":
     from wm_jax.envs import classic
     base.check_name("tabular task", task, classic.TABULAR_TASKS)
@@ -75,6 +78,10 @@ def make_env(suite: str, task: str, num_envs: int, seed: int, *, eval_mode: bool
     protocol = base.replace_protocol(classic.ClassicProtocol(), suite, protocol_overrides)
     env_cls = classic.ClassicEnv if suite == "classic" else classic.TabularEnv
     return env_cls(task, num_envs, seed, protocol)
+  if suite == "box2d":
+    from wm_jax.envs import classic
+    protocol = base.replace_protocol(classic.Box2DProtocol(), "Box2D", protocol_overrides)
+    return classic.CarRacingEnv(task, num_envs, seed, protocol)
   if suite == "vizdoom":
     from wm_jax.envs import vizdoom
     protocol = base.replace_protocol(vizdoom.VizDoomProtocol(), "ViZDoom", protocol_overrides)

@@ -125,3 +125,48 @@ class TabularEnv(ClassicEnv):
 
   def _obs(self, obs: np.ndarray) -> dict:
     return {"state": obs.astype(np.int32)}
+
+
+BOX2D_TASKS = ("CarRacing-v3",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Box2DProtocol:
+  """The Box2D (CarRacing) protocol card.
+
+  time_limit: as ClassicProtocol (CarRacing-v3: 1000 steps, a truncation).
+  crop_status_bar: drop the bottom 12 of the 96 rows (the speed and sensor bar), as World
+    Models' reference code does (obs[:84]), before resizing.
+  image_size: the square frame size after a bilinear resize (64 for World Models' VAE).
+  """
+  time_limit: int | None = None
+  crop_status_bar: bool = True
+  image_size: int = 64
+
+
+class CarRacingEnv(ClassicEnv):
+  """N copies of envpool's CarRacing-v3 (gymnasium 1.x physics, continuous actions):
+  'image' uint8 [N, S, S, 3] (96 x 96 frames, status bar cropped, resized to S), actions
+  float32 [N, 3] in [-1, 1] mapped to steer [-1, 1], gas [0, 1], brake [0, 1]; reward -0.1 per
+  frame plus 1000 / tiles for each new track tile, an episode ends after 1000 steps or off the
+  playfield (-100, terminal)."""
+
+  suite = "box2d"
+  kind = "Box2D task"
+
+  def tasks(self) -> list[str]:
+    return list(BOX2D_TASKS)
+
+  def __init__(self, task: str, num_envs: int, seed: int, protocol: Box2DProtocol):
+    self._crop, self._size = protocol.crop_status_bar, protocol.image_size
+    super().__init__(task, num_envs, seed, protocol)
+
+  def _obs_spec(self, obs_space) -> dict:
+    return {"image": base.ArraySpec((self._size, self._size, 3), "uint8")}
+
+  def _obs(self, obs: np.ndarray) -> dict:
+    from PIL import Image
+    frames = obs[:, :84] if self._crop else obs
+    size = (self._size, self._size)
+    return {"image": np.stack([np.asarray(Image.fromarray(f).resize(size, Image.BILINEAR))
+                               for f in frames])}

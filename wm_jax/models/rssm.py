@@ -336,7 +336,8 @@ class WorldModel:
   def loss(self, params, batch: dict, key: jax.Array):
     """Replay batch [B, T] -> (loss [], (metrics, out)): reconstruction + reward + continue + KL, averaged over B and T (DreamerV3 eq. 5; DreamerV2 eq. 2; DreamerV1 eq. 10).
 
-    out: 'post' (posterior states [B, T], the imagination starts), 'feat' [B, T, F].
+    out: 'post' (posterior states [B, T], the imagination starts), 'feat' [B, T, F],
+    'embed' [B, T, E] (the encoder's output).
     """
     c = self.cfg
     is_first = batch["is_first"]
@@ -355,7 +356,10 @@ class WorldModel:
       target = obs["vector"].astype(jnp.float32)
       terms["vector"] = (losses.vector_loss(dec["vector"], target) if c.decoder.symlog_vector
                          else jnp.sum(jnp.square(dec["vector"] - target), -1))
-    rew_out = self.net.apply(params, feat, method=WorldModelNet.reward_out)
+    # Plan2Explore's task-agnostic representation: the reward head reads sg(feat) when
+    # reward_head.stop_grad (reference code: freeze_extrinsic_heads); absent = False.
+    rew_feat = sg(feat) if c.reward_head.get("stop_grad", False) else feat
+    rew_out = self.net.apply(params, rew_feat, method=WorldModelNet.reward_out)
     reward = batch["reward"].astype(jnp.float32)
     if c.reward_transform == "tanh":   # DreamerV2 App. C (Atari)
       reward = jnp.tanh(reward)
@@ -374,7 +378,7 @@ class WorldModel:
     metrics = {f"{k}_loss": jnp.mean(v) for k, v in terms.items()}
     metrics.update(kl_metrics)
     metrics["model_loss"] = total
-    return total, (metrics, {"post": post, "feat": feat})
+    return total, (metrics, {"post": post, "feat": feat, "embed": embed})
 
   def _kl(self, post: State, prior: State) -> tuple[jax.Array, dict]:
     """Posterior/prior states [B, T] -> (scaled KL loss [], metrics) for the configured kind."""

@@ -1,0 +1,61 @@
+"""World Models (Ha & Schmidhuber 2018, arXiv:1803.10122) on CarRacing, in the paper's three
+phases (experiments/world_models.py; the library is wm_jax/agents/world_models.py and
+wm_jax/models/vae_mdnrnn.py). Variants: carracing, cpu, debug.
+
+carracing: the paper's numbers (sec. 3 and App. A): 10,000 random rollouts, V with z 32 and
+KL tolerance 0.5 trained one epoch at batch 100 (lr 1e-4), M with LSTM 256 and 5 mixtures
+trained 20 epochs on 1000-step sequences at batch 100 (lr 1e-3, gradient clip 1), C evolved by
+CMA-ES with population 64 and 16 rollouts per candidate, scored over 100 episodes. The paper
+trained CarRacing's controller in the real env; its dream-trained controller was DoomTakeCover's
+(temperature 1.15). Here both are run on CarRacing; the dream uses temperature 1.0 and M's
+reward head, and its episodes last `dream_horizon` steps or until M predicts the end.
+cpu: the same algorithm at a budget a 2-core CPU runs in about half an hour (smaller counts,
+shorter sequences and dreams, population 16); debug: tiny, for tests.
+
+Collect the random rollouts first (the env is this config's `env` section):
+  python -m experiments.collect --config=experiments/configs/world_models.py:cpu \
+      --steps=48000 --out=data/carracing_random
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs.common import check_variant
+
+VARIANTS = ("carracing", "cpu", "debug")
+
+
+def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
+  """Config of a World Models variant (carracing, cpu, debug)."""
+  check_variant(variant, VARIANTS)
+  c = ml_collections.ConfigDict()
+  c.method = "world_models"
+  c.variant = variant
+  c.seed = 0
+  c.env = ml_collections.ConfigDict(dict(suite="box2d", task="CarRacing-v3", num_envs=8,
+                                         protocol={}))
+  c.vae = ml_collections.ConfigDict(dict(z_size=32, depth=32, kl_tolerance=0.5, lr=1e-4,
+                                         batch_size=100, steps=100_000))
+  c.rnn = ml_collections.ConfigDict(dict(z_size=32, units=256, mixtures=5, lr=1e-3, clip=1.0,
+                                         batch_size=100, batch_length=1000, steps=2000))
+  c.controller = ml_collections.ConfigDict(dict(
+      population=64, rollouts=16, generations=200, init_std=0.1,
+      dream_horizon=1000, temperature=1.0,
+      dream_start="first",   # dreams start from V's z of real first frames ('any': any frame)
+      max_steps=1000))   # real-env steps per episode (CarRacing-v3's time limit)
+  c.eval_episodes = 100
+  if variant == "cpu":
+    c.vae.update(batch_size=64, steps=3000)
+    c.rnn.update(batch_size=32, batch_length=100, steps=1500)
+    c.controller.update(population=16, rollouts=2, generations=12, dream_horizon=300,
+                        max_steps=300)
+    c.eval_episodes = 8
+  elif variant == "debug":
+    c.env.update(num_envs=2, protocol={"time_limit": 40})
+    c.vae.update(depth=4, batch_size=4, steps=3)
+    c.rnn.update(units=16, mixtures=2, batch_size=2, batch_length=8, steps=3)
+    c.controller.update(population=4, rollouts=1, generations=2, dream_horizon=10,
+                        max_steps=40)
+    c.eval_episodes = 2
+  return c

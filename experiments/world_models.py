@@ -1,0 +1,262 @@
+"""World Models (Ha & Schmidhuber 2018) in its three phases, from a dataset of random rollouts:
+
+  python -m experiments.collect --config=experiments/configs/world_models.py:cpu \\
+      --steps=48000 --out=data/carracing_random                    # 1. random rollouts
+  python -m experiments.world_models --config=experiments/configs/world_models.py:cpu \\
+      --dataset=data/carracing_random --out=runs/world_models      # 2. V, M; 3. C
+
+trains V (the VAE) and M (the MDN-RNN) on the dataset, then evolves the controller C with
+CMA-ES twice, entirely inside M's dream and in the real env, and scores both and the random
+policy in the real env (`eval_episodes` full episodes each). Writes into --out: vae.msgpack,
+rnn.msgpack, controller_{dream,real}.pkl (CMA-ES state after each generation), and the report
+world_models.json / world_models.md with the real env steps each controller used, the CMA-ES
+generations per second, evolution.png (fitness per generation) and frames.png (a strip of real
+vs V-reconstructed vs dreamed frames under the real actions).
+
+Rerunning the command resumes: finished phases are loaded, an evolution goes on from its last
+generation. A file that cannot be read is reported in one sentence and never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from experiments.config_files import parse_flags
+from wm_jax.agents import world_models as wmod
+from wm_jax.dataset import load_dataset
+from wm_jax.envs import make_env
+from wm_jax.errors import RunConfigError, UserError
+from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "experiments/configs/world_models.py:<variant>", lock_config=True)
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset of random rollouts "
+                               "(python -m experiments.collect).")
+_OUT = flags.DEFINE_string("out", None, "Output folder (created, or resumed).")
+_CONTROLLERS = flags.DEFINE_list("controllers", ["dream", "real"],
+                                 "Where C is evolved: dream, real or both.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show progress bars on stderr.")
+flags.mark_flags_as_required(["config", "dataset", "out"])
+
+
+def _progress(desc: str):
+  return lambda it: tqdm(it, desc=desc, disable=not _PROGRESS.value, dynamic_ncols=True)
+
+
+def check_dataset(dataset) -> int:
+  """The action size of a dataset World Models can learn from; one sentence otherwise."""
+  entries = dataset.spec["entries"]
+  image = entries.get("image")
+  if image is None or tuple(image["shape"]) != (64, 64, 3):
+    shape = None if image is None else tuple(image["shape"])
+    raise RunConfigError(f"World Models' VAE reads 64 x 64 RGB frames and {dataset.directory} "
+                         f"holds image {shape}: collect it from an env with 'image' "
+                         f"observations of that size (e.g. box2d CarRacing-v3).")
+  action = entries["action"]
+  if action["dtype"] != "float32" or len(action["shape"]) != 1:
+    raise RunConfigError(f"World Models' linear controller outputs continuous actions and "
+                         f"{dataset.directory} holds discrete ones: collect a continuous-action "
+                         f"env (e.g. box2d CarRacing-v3).")
+  return int(action["shape"][0])
+
+
+def load_or_train(path: str, template, train_fn):
+  """Params saved at `path` (flax msgpack), or train_fn() -> (params, history) saved there with its history as JSON; an unreadable file is one sentence, never overwritten."""
+  if os.path.exists(path):
+    try:
+      with open(path, "rb") as f:
+        return flax.serialization.from_bytes(template, f.read())
+    except Exception as e:
+      raise RunConfigError(f"{path} cannot be read ({type(e).__name__}): move it away to "
+                           f"train that phase again.") from None
+  params, history = train_fn()
+  with open(path + ".tmp", "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+  os.replace(path + ".tmp", path)
+  with open(path.replace(".msgpack", "_history.json"), "w") as f:
+    json.dump(history, f)
+  return params
+
+
+def random_returns(env, episodes: int, max_steps: int, seed: int) -> np.ndarray:
+  """Returns [episodes] of uniform random actions in the real env (first episode of each env)."""
+  rng = np.random.default_rng(seed)
+  env.reset()
+  total, done = np.zeros(env.num_envs), np.zeros(env.num_envs, bool)
+  for _ in range(max_steps):
+    step = env.step(rng.uniform(-1, 1, (env.num_envs, env.spec.act.dim)).astype(np.float32))
+    total += np.where(done, 0.0, step["reward"])
+    done |= step["is_last"]
+    if done.all():
+      break
+  return total[:episodes]
+
+
+def frame_strip(vae, vae_params, rnn, rnn_params, episode: dict, start: int, length: int,
+                temperature: float, key, path: str) -> None:
+  """PNG rows: real frames t .. t+L-1 of `episode`, V's reconstructions, and M's dream from the real frame t under the real actions (decoded by V)."""
+  from PIL import Image
+  length = min(length, len(episode["image"]))
+  start = min(start, len(episode["image"]) - length)
+  frames = episode["image"][start:start + length]
+  mu, _ = vae.apply(vae_params, frames, method=VAENet.encode)
+  recon = vae.apply(vae_params, mu, method=VAENet.decode)
+  actions = episode["action"][start + 1:start + length]   # action taken at frame t (led to t+1)
+  carry, z, dreamed = rnn.initial(1), mu[:1], [mu[0]]
+  for t, action in enumerate(actions):
+    carry, z, _, _ = rnn.dream_step(rnn_params, carry, z, jnp.asarray(action)[None],
+                                    jax.random.fold_in(key, t), temperature)
+    dreamed.append(z[0])
+  dream = vae.apply(vae_params, jnp.stack(dreamed), method=VAENet.decode)
+  to_uint8 = lambda x: np.clip((np.asarray(x) + 0.5) * 255, 0, 255).astype(np.uint8)
+  rows = [np.concatenate(list(r), 1) for r in (frames, to_uint8(recon), to_uint8(dream))]
+  Image.fromarray(np.concatenate(rows, 0)).save(path)
+
+
+def evolution_plot(results: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+  for ax, (name, res) in zip(axes[0], results.items()):
+    gens = [h["generation"] for h in res["history"]]
+    ax.plot(gens, [h["mean"] for h in res["history"]], label="population mean")
+    ax.plot(gens, [h["best"] for h in res["history"]], label="best")
+    ax.set(title=f"CMA-ES in the {name}", xlabel="generation",
+           ylabel=f"{'dreamed' if name == 'dream' else 'real'} return")
+    ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
+  for name in controllers:
+    if name not in ("dream", "real"):
+      raise RunConfigError(f"--controllers={name} is not one of dream, real.")
+  wmod.check_population(config.controller.population)
+  if config.controller.dream_start not in ("first", "any"):
+    raise RunConfigError(f"controller.dream_start={config.controller.dream_start!r} is not one "
+                         f"of first, any.")
+  dataset = load_dataset(dataset_dir)
+  action_size = check_dataset(dataset)
+  os.makedirs(out, exist_ok=True)
+  key = jax.random.PRNGKey(config.seed)
+  steps = dataset.steps
+  vae = VAENet(config.vae.z_size, config.vae.depth)
+  vae_template = vae.init(key, steps["image"][:1])
+  vae_params = load_or_train(os.path.join(out, "vae.msgpack"), vae_template, lambda: wmod.train_vae(
+      vae, vae_template, steps["image"], config.vae, jax.random.fold_in(key, 1),
+      _progress("V (VAE)")))
+  mu, log_sigma = wmod.encode_frames(vae, vae_params, steps["image"])
+  rnn = make_mdnrnn(config.rnn)
+  rnn_template = rnn.init(key, action_size)
+  rnn_params = load_or_train(os.path.join(out, "rnn.msgpack"), rnn_template, lambda: wmod.train_rnn(
+      rnn, rnn_template, steps, mu, log_sigma, dataset.episode_starts, config.rnn,
+      jax.random.fold_in(key, 2), _progress("M (MDN-RNN)")))
+
+  c = config.controller
+  dim = wmod.controller_size(config.vae.z_size, config.rnn.units, action_size)
+  env_kwargs = dict(config.env.protocol)
+  results, env = {}, None
+  for name in controllers:
+    if name == "dream":
+      starts = wmod.dream_start_latents(mu, dataset.episode_starts, c.dream_start)
+      fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c)
+    else:
+      env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
+                     config.seed + 1000, **env_kwargs)
+      fitness = wmod.make_real_fitness(vae, vae_params, rnn, rnn_params, env, c.rollouts,
+                                       c.max_steps)
+    results[name] = wmod.evolve(fitness, dim, c,
+                                jax.random.fold_in(key, 3 if name == "dream" else 4),
+                                os.path.join(out, f"controller_{name}.pkl"),
+                                _progress(f"C in the {name}"))
+  if env is not None:
+    env.close()
+
+  episodes = config.eval_episodes
+  env = make_env(config.env.suite, config.env.task, episodes, config.seed + 2000, **env_kwargs)
+  limit = env.protocol.time_limit
+  scores = {"random": random_returns(env, episodes, limit, config.seed)}
+  for name, res in results.items():
+    thetas = np.repeat(res["mean"][None], episodes, 0)
+    scores[f"{name}-trained C"] = wmod.real_returns(vae, vae_params, rnn, rnn_params, thetas,
+                                                    env, limit)[0]
+  env.close()
+  frame_strip(vae, vae_params, rnn, rnn_params,
+              dataset.episodes([dataset.num_episodes - 1]), 50, 10, c.temperature,
+              jax.random.fold_in(key, 5), os.path.join(out, "frames.png"))
+  if results:
+    evolution_plot(results, os.path.join(out, "evolution.png"))
+  return report(config, dataset, scores, results, out)
+
+
+def report(config, dataset, scores: dict, results: dict, out: str) -> dict:
+  """world_models.json and world_models.md in `out`: real-env returns per policy, and per controller its CMA-ES run and the real env steps it used (the dataset's plus its evolution's)."""
+  def gens_per_second(history):
+    timed = [h["seconds"] for h in history[1:]]   # the first generation compiles
+    return round(len(timed) / sum(timed), 3) if timed else None
+
+  c = config.controller
+  summary = {
+      "variant": config.variant, "env": f"{config.env.suite}/{config.env.task}",
+      "hardware": f"{jax.devices()[0].platform} ({os.cpu_count()} cores)",
+      "dataset": {"directory": dataset.directory, "episodes": dataset.num_episodes,
+                  "steps": int(len(dataset.steps["is_first"]))},
+      "eval_episodes": config.eval_episodes,
+      "real_env_return": {k: {"mean": round(float(np.mean(v)), 1),
+                              "std": round(float(np.std(v)), 1),
+                              "episodes": [round(float(x), 1) for x in v]}
+                          for k, v in scores.items()},
+      "controllers": {name: {
+          "generations": len(res["history"]), "population": c.population,
+          "rollouts_per_candidate": c.rollouts,
+          "final_population_mean_fitness": res["history"][-1]["mean"] if res["history"] else None,
+          "generations_per_second": gens_per_second(res["history"]),
+          "real_env_steps": int(len(dataset.steps["is_first"]))
+                            + sum(h["env_steps"] for h in res["history"]),
+      } for name, res in results.items()},
+      "files": {k: os.path.join(out, k) for k in ("frames.png", "evolution.png")}}
+  with open(os.path.join(out, "world_models.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  lines = [f"# World Models on {summary['env']} ({config.variant}), {summary['hardware']}", "",
+           f"Dataset: {summary['dataset']['episodes']} random episodes, "
+           f"{summary['dataset']['steps']:,} steps. Real-env return over "
+           f"{config.eval_episodes} full episodes:", "",
+           "| policy | mean return | std | real env steps used |", "|---|---|---|---|"]
+  for name, r in summary["real_env_return"].items():
+    used = summary["controllers"].get(name.split("-")[0], {}).get("real_env_steps", 0)
+    lines.append(f"| {name} | {r['mean']} | {r['std']} | {used:,} |")
+  for name, ctl in summary["controllers"].items():
+    lines.append(f"\nC in the {name}: {ctl['generations']} CMA-ES generations, population "
+                 f"{ctl['population']} x {ctl['rollouts_per_candidate']} rollouts, "
+                 f"{ctl['generations_per_second']} generations/s.")
+  with open(os.path.join(out, "world_models.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return summary
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    summary = run(_CONFIG.value, _DATASET.value, _OUT.value, _CONTROLLERS.value)
+    print(json.dumps(summary, indent=1))
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,155 @@
+"""World Models (wm_jax/models/vae_mdnrnn.py, wm_jax/agents/world_models.py,
+experiments/world_models.py) as a spec: the MDN log-likelihood by hand, temperature sampling,
+the controller's formula, M's batch alignment, CMA-ES on a known objective, bad input in one
+sentence, and the three phases end to end with resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.world_models import check_dataset
+from wm_jax.agents import world_models as wmod
+from wm_jax.errors import RunConfigError
+from wm_jax.models.vae_mdnrnn import mdn_log_prob, mdn_sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _normal_pdf(x, mean, std):
+  return np.exp(-0.5 * ((x - mean) / std) ** 2) / (std * np.sqrt(2 * np.pi))
+
+
+def test_mdn_log_likelihood_by_hand():
+  pi = np.array([0.3, 0.7])
+  mu, sigma = np.array([-1.0, 2.0]), np.array([0.5, 1.5])
+  x = 0.4
+  by_hand = np.log(pi[0] * _normal_pdf(x, mu[0], sigma[0])
+                   + pi[1] * _normal_pdf(x, mu[1], sigma[1]))
+  got = mdn_log_prob(jnp.log(pi)[None], mu[None], jnp.log(sigma)[None], jnp.array([x]))
+  np.testing.assert_allclose(got, [by_hand], rtol=1e-5)
+
+
+def test_temperature_scales_the_spread_of_samples():
+  log_pi = jnp.zeros((20000, 1, 1))
+  mu, log_sigma = jnp.full((20000, 1, 1), 1.5), jnp.full((20000, 1, 1), jnp.log(0.4))
+  for tau in (0.25, 1.0, 2.0):
+    z = mdn_sample(jax.random.PRNGKey(0), log_pi, mu, log_sigma, tau)
+    np.testing.assert_allclose(np.mean(z), 1.5, atol=0.02)
+    np.testing.assert_allclose(np.std(z), 0.4 * np.sqrt(tau), rtol=0.03)
+  # low temperature picks the likeliest component almost always
+  two = jnp.log(jnp.array([0.8, 0.2]))[None, None].repeat(5000, 0)
+  means = jnp.array([0.0, 10.0])[None, None].repeat(5000, 0)
+  z = mdn_sample(jax.random.PRNGKey(1), two, means, jnp.full_like(means, -5.0), 0.05)
+  assert np.mean(np.asarray(z) > 5) < 0.001
+
+
+def test_controller_is_tanh_of_a_linear_map_of_z_and_h():
+  z, h = jnp.array([[1.0, -2.0]]), jnp.array([[0.5]])
+  w = np.array([[0.1, 0.2], [0.3, -0.4], [1.0, 0.0]])   # [(Z + U), A]
+  b = np.array([0.05, -0.1])
+  theta = jnp.concatenate([w.ravel(), b])
+  assert wmod.controller_size(2, 1, 2) == theta.shape[0]
+  expected = np.tanh(np.array([1.0, -2.0, 0.5]) @ w + b)
+  np.testing.assert_allclose(wmod.controller_action(theta, z, h)[0], expected, rtol=1e-6)
+
+
+def test_memory_batches_pair_each_latent_with_the_action_taken_there():
+  # two episodes of 4 steps; the suite stores the action and reward that *led to* a step
+  steps = {"is_first": np.array([1, 0, 0, 0, 1, 0, 0, 0], bool),
+           "is_terminal": np.array([0, 0, 0, 1, 0, 0, 0, 0], bool),
+           "action": np.arange(8, dtype=np.float32)[:, None],
+           "reward": np.arange(8, dtype=np.float32) * 10}
+  mu, log_sigma = np.arange(8, dtype=np.float32)[:, None], np.full((8, 1), -30.0, np.float32)
+  windows = wmod.sequence_windows(np.array([0, 4, 8]), 3)
+  np.testing.assert_array_equal(windows, [0, 1, 4, 5])
+  z, action, reward, end = wmod.rnn_batch(steps, mu, log_sigma, np.array([1]), 3,
+                                                  np.random.default_rng(0), 1,
+                                                  jax.random.PRNGKey(0))
+  np.testing.assert_allclose(z[0, :, 0], [1, 2, 3], atol=1e-6)   # frames 1..3
+  np.testing.assert_array_equal(action[0, :2, 0], [2, 3])        # taken at 1, at 2
+  np.testing.assert_array_equal(reward[0, :2], [20, 30])
+  np.testing.assert_array_equal(end[0, :2], [0, 1])              # frame 3 is terminal
+  np.testing.assert_array_equal(action[0, 2], [0])               # nothing after the end
+
+
+def test_dreams_start_from_first_frames_or_any_frame():
+  mu = np.arange(10, dtype=np.float32)[:, None]
+  starts = np.array([0, 4, 10])
+  np.testing.assert_array_equal(wmod.dream_start_latents(mu, starts, "first")[:, 0], [0, 4])
+  assert len(wmod.dream_start_latents(mu, starts, "any")) == 10
+
+
+def test_cma_es_finds_the_optimum_and_resumes(tmp_path):
+  class Cfg:
+    population, generations, init_std = 16, 40, 1.0
+  target = jnp.array([0.5, -1.0, 2.0])
+  fitness = lambda pop, key: (-jnp.sum((pop - target) ** 2, -1), 0)
+  path = str(tmp_path / "es.pkl")
+  half = Cfg()
+  half.generations = 20
+  wmod.evolve(fitness, 3, half, jax.random.PRNGKey(0), path)
+  resumed = wmod.evolve(fitness, 3, Cfg(), jax.random.PRNGKey(0), path)
+  assert len(resumed["history"]) == 40
+  np.testing.assert_allclose(resumed["mean"], target, atol=0.05)
+  (tmp_path / "es.pkl").write_bytes(b"not a pickle")
+  with pytest.raises(RunConfigError, match="cannot be read .* move it away"):
+    wmod.evolve(fitness, 3, Cfg(), jax.random.PRNGKey(0), path)
+
+
+def test_bad_input_gets_one_sentence():
+  with pytest.raises(RunConfigError, match="population=30 does not divide over 8 devices: "
+                                           "use a multiple of 8"):
+    wmod.check_population(30, devices=8)
+
+  class Data:
+    directory = "d"
+    spec = {"entries": {"image": {"shape": [96, 96, 3], "dtype": "uint8"},
+                        "action": {"shape": [3], "dtype": "float32"}}}
+  with pytest.raises(RunConfigError, match=r"reads 64 x 64 RGB frames and d holds image "
+                                           r"\(96, 96, 3\)"):
+    check_dataset(Data)
+  Data.spec = {"entries": {"image": {"shape": [64, 64, 3], "dtype": "uint8"},
+                           "action": {"shape": [], "dtype": "int32"}}}
+  with pytest.raises(RunConfigError, match="outputs continuous actions"):
+    check_dataset(Data)
+
+
+def _run(module, *args):
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
+
+
+def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
+  config = "--config=experiments/configs/world_models.py:debug"
+  data, out = str(tmp_path / "data"), str(tmp_path / "out")
+  proc = _run("experiments.collect", config, "--steps=200", f"--out={data}", "--noprogress")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
+              "--noprogress")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for name in ("vae.msgpack", "rnn.msgpack", "controller_dream.pkl", "controller_real.pkl",
+               "frames.png", "evolution.png", "world_models.json", "world_models.md"):
+    assert os.path.exists(os.path.join(out, name)), name
+  summary = json.load(open(os.path.join(out, "world_models.json")))
+  assert set(summary["real_env_return"]) == {"random", "dream-trained C", "real-trained C"}
+  dream, real = summary["controllers"]["dream"], summary["controllers"]["real"]
+  assert dream["real_env_steps"] == summary["dataset"]["steps"]   # the dream uses no env step
+  assert real["real_env_steps"] > dream["real_env_steps"]
+  vae_bytes = open(os.path.join(out, "vae.msgpack"), "rb").read()
+  proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
+              "--noprogress", "--controllers=dream")            # resumes: nothing retrained
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert open(os.path.join(out, "vae.msgpack"), "rb").read() == vae_bytes
+  open(os.path.join(out, "rnn.msgpack"), "wb").write(b"\x00garbage")
+  proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
+              "--noprogress")
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "rnn.msgpack cannot be read" in proc.stderr and "Traceback" not in proc.stderr
+  assert open(os.path.join(out, "rnn.msgpack"), "rb").read() == b"\x00garbage"

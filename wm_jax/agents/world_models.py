@@ -1,0 +1,262 @@
+"""Ha & Schmidhuber's World Models (2018, arXiv:1803.10122) as the paper's three phases, each a
+pure jitted function driven by experiments/world_models.py:
+
+1. random rollouts (experiments.collect, --policy=random) -> a dataset (wm_jax/dataset.py);
+2. V, a VAE of the frames (`train_vae`), then M, an MDN-RNN over V's latents (`train_rnn`;
+   both in wm_jax/models/vae_mdnrnn.py);
+3. C, a linear controller a_t = tanh(W [z_t, h_t] + b) (sec. 2.3, `controller_action`) evolved
+   with CMA-ES (evosax) either in the real env (`real_fitness`: z_t = V's mean of the frame, h_t
+   from M fed the real z and a) or entirely inside the dream (`dream_fitness`: M samples z_{t+1}
+   at temperature tau and predicts the reward and the end; sec. 4, "Learning inside of a dream").
+
+Fitness is the mean return over `rollouts` episodes per candidate, as the paper (16 rollouts,
+population 64). The population axis is sharded over the devices in the dream, so its size must
+divide the device count.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from wm_jax.errors import RunConfigError
+from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, vae_loss
+from wm_jax.parallel import make_mesh
+
+
+# --------------------------------------------------------------------------- controller
+
+
+def controller_size(z_size: int, units: int, action_size: int) -> int:
+  """Parameters of the linear controller: (Z + U) x A weights and A biases (867 for CarRacing)."""
+  return (z_size + units) * action_size + action_size
+
+
+def controller_action(theta: jax.Array, z: jax.Array, h: jax.Array) -> jax.Array:
+  """theta [D] flat (W then b), z [N, Z], h [N, U] -> action [N, A] = tanh(W [z, h] + b) in [-1, 1]."""
+  x = jnp.concatenate([z, h], -1)
+  action_size = theta.shape[0] // (x.shape[-1] + 1)
+  w = theta[:x.shape[-1] * action_size].reshape(x.shape[-1], action_size)
+  return jnp.tanh(x @ w + theta[x.shape[-1] * action_size:])
+
+
+def check_population(population: int, devices: int | None = None) -> None:
+  """One sentence unless the CMA-ES population splits evenly over the devices."""
+  devices = devices or jax.device_count()
+  if population % devices:
+    raise RunConfigError(f"controller.population={population} does not divide over {devices} "
+                         f"devices: use a multiple of {devices}.")
+
+
+# --------------------------------------------------------------------------- V and M training
+
+
+def _adam(lr: float, clip: float = 0.0) -> optax.GradientTransformation:
+  return optax.chain(optax.clip_by_global_norm(clip), optax.adam(lr)) if clip else optax.adam(lr)
+
+
+def fit(loss_fn: Callable, params, opt: optax.GradientTransformation, sample: Callable,
+        steps: int, key: jax.Array, progress: Callable[[Iterator], Iterator] = iter):
+  """`steps` optimiser steps on loss_fn(params, batch, key) -> (loss, metrics), each on a batch sample(rng, key) drawn on the host -> (params, metrics per step)."""
+  @jax.jit
+  def step(params, opt_state, batch, key):
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, metrics
+
+  opt_state = opt.init(params)
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel()[-1])
+  history = []
+  for i in progress(range(steps)):
+    k_batch, k_step = jax.random.split(jax.random.fold_in(key, i))
+    params, opt_state, metrics = step(params, opt_state, sample(rng, k_batch), k_step)
+    history.append({k: float(v) for k, v in metrics.items()})
+  return params, history
+
+
+def train_vae(net: VAENet, params, frames: np.ndarray, cfg, key: jax.Array,
+              progress: Callable[[Iterator], Iterator] = iter):
+  """V trained for cfg.steps Adam steps on random frames uint8 [S, 64, 64, 3] -> (params, losses per step)."""
+  loss = lambda p, images, k: vae_loss(net, p, images, k, cfg.kl_tolerance)
+  sample = lambda rng, k: frames[rng.integers(0, len(frames), cfg.batch_size)]
+  return fit(loss, params, _adam(cfg.lr), sample, cfg.steps, key, progress)
+
+
+def encode_frames(net: VAENet, params, frames: np.ndarray, batch: int = 512):
+  """frames uint8 [S, 64, 64, 3] -> (mu, log sigma) float32 [S, Z] of q(z | frame)."""
+  encode = jax.jit(lambda p, x: net.apply(p, x, method=VAENet.encode))
+  parts = [encode(params, frames[i:i + batch]) for i in range(0, len(frames), batch)]
+  return (np.concatenate([np.asarray(p[0]) for p in parts]),
+          np.concatenate([np.asarray(p[1]) for p in parts]))
+
+
+def sequence_windows(episode_starts: np.ndarray, length: int) -> np.ndarray:
+  """Start indices of every window of `length` steps that stays inside one episode (episodes shorter than `length` give none)."""
+  starts = [np.arange(s, e - length + 1) for s, e in zip(episode_starts[:-1],
+                                                          episode_starts[1:])]
+  return np.concatenate(starts) if starts else np.zeros(0, int)
+
+
+def rnn_batch(steps: dict, mu, log_sigma, windows: np.ndarray, length: int, rng, batch: int,
+              key) -> tuple:
+  """(z [B, L, Z], action [B, L, A], reward [B, L], end [B, L]) of `batch` windows (starts from `windows`, inside one episode each) in M's alignment: z sampled from q(z|frame) (the paper samples z anew each batch), the action taken at z_t, the reward and end received after it. The suite stores the action and reward that led *to* a step, so they shift by one; after an episode's last frame they are zero."""
+  rows = rng.choice(windows, batch)[:, None] + np.arange(length)
+  z = mu[rows] + np.exp(log_sigma[rows]) * np.asarray(jax.random.normal(key, mu[rows].shape))
+  nxt = np.minimum(rows + 1, len(mu) - 1)
+  has_next = ~steps["is_first"][nxt] & (rows + 1 < len(mu))
+  action = np.where(has_next[..., None], steps["action"][nxt], 0.0).astype(np.float32)
+  reward = np.where(has_next, steps["reward"][nxt], 0.0).astype(np.float32)
+  end = np.where(has_next, steps["is_terminal"][nxt], False).astype(np.float32)
+  return z.astype(np.float32), action, reward, end
+
+
+def train_rnn(rnn: MDNRNN, params, steps: dict, mu: np.ndarray, log_sigma: np.ndarray,
+              episode_starts: np.ndarray, cfg, key: jax.Array,
+              progress: Callable[[Iterator], Iterator] = iter):
+  """M trained for cfg.steps Adam steps (gradient clip cfg.clip) on windows of cfg.batch_length steps -> (params, losses per step)."""
+  windows = sequence_windows(episode_starts, cfg.batch_length)
+  if not len(windows):
+    raise RunConfigError(f"No episode of the dataset is {cfg.batch_length} steps long: lower "
+                         f"rnn.batch_length or collect longer episodes.")
+  loss = lambda p, batch, k: rnn.loss(p, *batch)
+  sample = lambda rng, k: rnn_batch(steps, mu, log_sigma, windows, cfg.batch_length, rng,
+                                    cfg.batch_size, k)
+  return fit(loss, params, _adam(cfg.lr, cfg.clip), sample, cfg.steps, key, progress)
+
+
+# --------------------------------------------------------------------------- fitness
+
+
+def dream_returns(rnn: MDNRNN, rnn_params, theta: jax.Array, start_z: jax.Array,
+                  key: jax.Array, horizon: int, temperature: float) -> jax.Array:
+  """Returns [R] of R dreamed episodes of one controller theta [D] from start latents start_z [R, Z]: M samples z_{t+1} at temperature tau and predicts the reward; an episode ends where the end probability passes 0.5 or at `horizon` steps."""
+  def step(loop, k):
+    carry, z, alive, total = loop
+    action = controller_action(theta, z, rnn.hidden(carry))
+    carry, z, reward, end = rnn.dream_step(rnn_params, carry, z, action, k, temperature)
+    total = total + alive * reward
+    return (carry, z, alive * (end < 0.5), total), None
+  num = start_z.shape[0]
+  loop = (rnn.initial(num), start_z, jnp.ones(num), jnp.zeros(num))
+  return jax.lax.scan(step, loop, jax.random.split(key, horizon))[0][3]
+
+
+def dream_start_latents(mu: np.ndarray, episode_starts: np.ndarray, where: str) -> np.ndarray:
+  """The latents [S, Z] dreams start from: V's means of every episode's first frame ('first', the reference code's initial z) or of every frame ('any')."""
+  return mu[episode_starts[:-1]] if where == "first" else mu
+
+
+def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Callable:
+  """(population [P, D], key) -> (mean dreamed return [P] over cfg.rollouts episodes each, 0 real env steps), from start latents drawn from `starts` [S, Z] (V's means of real first frames); one jitted call, the population sharded over the devices."""
+  mesh = make_mesh()
+  pop_sharding = NamedSharding(mesh, P("data"))
+  starts = jnp.asarray(starts)
+
+  def one(theta, key):
+    k1, k2 = jax.random.split(key)
+    z0 = starts[jax.random.randint(k1, (cfg.rollouts,), 0, starts.shape[0])]
+    return jnp.mean(dream_returns(rnn, rnn_params, theta, z0, k2, cfg.dream_horizon,
+                                  cfg.temperature))
+
+  @jax.jit
+  def returns(population, key):
+    population = jax.lax.with_sharding_constraint(population, pop_sharding)
+    return jax.vmap(one)(population, jax.random.split(key, population.shape[0]))
+  return lambda population, key: (returns(population, key), 0)
+
+
+def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.ndarray, env,
+                 max_steps: int) -> tuple[np.ndarray, int]:
+  """(returns [N] of the first episode of each of env's N envs, env steps taken in those episodes), env i driven by controller thetas[i] ([N, D]) for at most max_steps steps; z_t is V's mean of the frame, h_t M's state fed the real z and a."""
+  @jax.jit
+  def act(carry, image, thetas):
+    z, _ = vae.apply(vae_params, image, method=VAENet.encode)
+    action = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
+        thetas, z, rnn.hidden(carry))
+    carry, _ = rnn.step(rnn_params, carry, z, action)
+    return carry, action
+
+  thetas = jnp.asarray(thetas)
+  num = thetas.shape[0]
+  if env.num_envs != num:
+    raise ValueError(f"real_returns needs one env per controller: {env.num_envs} != {num}")
+  step = env.reset()
+  carry = rnn.initial(num)
+  total, done, steps = np.zeros(num), np.zeros(num, bool), 0
+  for _ in range(max_steps):
+    carry, action = act(carry, step["image"], thetas)
+    step = env.step(np.asarray(action))
+    steps += int(np.sum(~done))
+    total += np.where(done, 0.0, step["reward"])
+    done |= step["is_last"]
+    if done.all():
+      break
+  return total, steps
+
+
+def make_real_fitness(vae, vae_params, rnn, rnn_params, env, rollouts: int,
+                      max_steps: int) -> Callable:
+  """(population [P, D], key) -> (mean real-env return [P] over `rollouts` episodes each, env steps taken); env has P x rollouts envs (candidate i drives envs i*R .. i*R+R-1)."""
+  def fitness(population, key):
+    thetas = np.repeat(np.asarray(population), rollouts, axis=0)
+    returns, steps = real_returns(vae, vae_params, rnn, rnn_params, thetas, env, max_steps)
+    return jnp.asarray(returns.reshape(-1, rollouts).mean(1)), steps
+  return fitness
+
+
+# --------------------------------------------------------------------------- CMA-ES
+
+
+def evolve(fitness: Callable, dim: int, cfg, key: jax.Array, path: str,
+           progress: Callable[[Iterator], Iterator] = iter) -> dict:
+  """CMA-ES (evosax) maximising fitness(population [P, D], key) -> (returns [P], real env steps) for cfg.generations generations from theta = 0; after every generation its state and history are saved to `path` (written to a temporary name, then renamed), and a rerun resumes from there. Returns {'mean': [D] the final distribution mean, 'history': per generation mean / best / worst fitness, real env steps and seconds}."""
+  import time
+
+  from evosax.algorithms import CMA_ES
+  check_population(cfg.population)
+  es = CMA_ES(population_size=cfg.population, solution=jnp.zeros(dim))
+  params = es.default_params.replace(std_init=cfg.init_std)
+  ask, tell = jax.jit(es.ask), jax.jit(es.tell)
+  init_key, key = jax.random.split(key)
+  saved = load_evolution(path)
+  if saved is None:
+    state, history = es.init(init_key, jnp.zeros(dim), params), []
+  else:
+    state, history = saved["state"], saved["history"]
+  for generation in progress(range(len(history), cfg.generations)):
+    start = time.perf_counter()
+    k_ask, k_fit = jax.random.split(jax.random.fold_in(key, generation))
+    population, state = ask(k_ask, state, params)
+    returns, env_steps = fitness(population, k_fit)
+    returns = np.asarray(returns)
+    state, _ = tell(k_ask, population, -jnp.asarray(returns), state, params)  # minimises
+    history.append({"generation": generation + 1, "mean": float(returns.mean()),
+                    "best": float(returns.max()), "worst": float(returns.min()),
+                    "env_steps": int(env_steps), "seconds": time.perf_counter() - start})
+    save_evolution(path, {"state": jax.device_get(state), "history": history})
+  return {"mean": np.asarray(es.get_mean(state)), "history": history}
+
+
+def save_evolution(path: str, value: dict) -> None:
+  with open(path + ".tmp", "wb") as f:
+    pickle.dump(value, f)
+  os.replace(path + ".tmp", path)
+
+
+def load_evolution(path: str) -> dict | None:
+  """The saved evolution at `path`, None if there is none; one sentence if it cannot be read."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, "rb") as f:
+      return pickle.load(f)
+  except Exception as e:   # a truncated or foreign file: never overwrite it silently
+    raise RunConfigError(f"{path} cannot be read ({type(e).__name__}): move it away to evolve "
+                         f"that controller again.") from None
