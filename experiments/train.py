@@ -19,8 +19,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created, or resumed if it exists).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 # Methods that learn outside the replay-and-update loop, with their own entry point.
-OWN_ENTRY_POINTS = {"dyna_q": "python -m experiments.dyna_q --config=experiments/configs/"
-                              "dyna_q.py:<variant> --out=DIR"}
+# method -> (why the online loop does not fit it, the command that runs it)
+OWN_ENTRY_POINTS = {
+    "dyna_q": ("learns from each real step",
+               "python -m experiments.dyna_q --config=experiments/configs/dyna_q.py:<variant> "
+               "--out=DIR"),
+    "world_models": ("trains in the paper's three phases from a dataset of random rollouts",
+                     "python -m experiments.world_models --config=experiments/configs/"
+                     "world_models.py:<variant> --dataset=DIR --out=DIR")}
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,8 +37,8 @@ def main(argv):
   parallel.maybe_initialize_distributed()
   method = _CONFIG.value.get("method")
   if method in OWN_ENTRY_POINTS:
-    sys.exit(f"error: {method} learns from each real step, not through this loop: run "
-             f"{OWN_ENTRY_POINTS[method]}.")
+    why, command = OWN_ENTRY_POINTS[method]
+    sys.exit(f"error: {method} {why}, not through this loop: run {command}.")
   try:
     counters = train(_CONFIG.value, _WORKDIR.value, progress=_PROGRESS.value)
   except UserError as e:

@@ -54,23 +54,6 @@ def _progress(desc: str):
   return lambda it: tqdm(it, desc=desc, disable=not _PROGRESS.value, dynamic_ncols=True)
 
 
-def check_dataset(dataset) -> int:
-  """The action size of a dataset World Models can learn from; one sentence otherwise."""
-  entries = dataset.spec["entries"]
-  image = entries.get("image")
-  if image is None or tuple(image["shape"]) != (64, 64, 3):
-    shape = None if image is None else tuple(image["shape"])
-    raise RunConfigError(f"World Models' VAE reads 64 x 64 RGB frames and {dataset.directory} "
-                         f"holds image {shape}: collect it from an env with 'image' "
-                         f"observations of that size (e.g. box2d CarRacing-v3).")
-  action = entries["action"]
-  if action["dtype"] != "float32" or len(action["shape"]) != 1:
-    raise RunConfigError(f"World Models' linear controller outputs continuous actions and "
-                         f"{dataset.directory} holds discrete ones: collect a continuous-action "
-                         f"env (e.g. box2d CarRacing-v3).")
-  return int(action["shape"][0])
-
-
 def load_or_train(path: str, template, train_fn):
   """Params saved at `path` (flax msgpack), or train_fn() -> (params, history) saved there with its history as JSON; an unreadable file is one sentence, never overwritten."""
   if os.path.exists(path):
@@ -150,7 +133,7 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
     raise RunConfigError(f"controller.dream_start={config.controller.dream_start!r} is not one "
                          f"of first, any.")
   dataset = load_dataset(dataset_dir)
-  action_size = check_dataset(dataset)
+  action_size = wmod.check_dataset(dataset)
   os.makedirs(out, exist_ok=True)
   key = jax.random.PRNGKey(config.seed)
   steps = dataset.steps

@@ -197,7 +197,8 @@ def test_missing_config_file_names_the_existing_configs(tmp_path, overrides):
   line = _error_line(_run(tmp_path / "run", *overrides, method="nope", check=False))
   assert line == ("error: --config=experiments/configs/nope.py:debug: experiments/configs/"
                   "nope.py does not exist; the method configs are diamond.py, dreamerv1.py, dreamerv2.py, "
-                  "dreamerv3.py, dyna_q.py, iris.py, plan2explore.py, planet.py, random.py, storm.py in experiments/configs/ "
+                  "dreamerv3.py, dyna_q.py, iris.py, plan2explore.py, planet.py, random.py, storm.py, "
+                  "world_models.py in experiments/configs/ "
                   "(use "
                   "--config=experiments/"
                   "configs/<method>.py:<variant>).")

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.world_models import check_dataset
 from wm_jax.agents import world_models as wmod
 from wm_jax.errors import RunConfigError
 from wm_jax.models.vae_mdnrnn import mdn_log_prob, mdn_sample
@@ -113,11 +112,11 @@ def test_bad_input_gets_one_sentence():
                         "action": {"shape": [3], "dtype": "float32"}}}
   with pytest.raises(RunConfigError, match=r"reads 64 x 64 RGB frames and d holds image "
                                            r"\(96, 96, 3\)"):
-    check_dataset(Data)
+    wmod.check_dataset(Data)
   Data.spec = {"entries": {"image": {"shape": [64, 64, 3], "dtype": "uint8"},
                            "action": {"shape": [], "dtype": "int32"}}}
   with pytest.raises(RunConfigError, match="outputs continuous actions"):
-    check_dataset(Data)
+    wmod.check_dataset(Data)
 
 
 def _run(module, *args):
@@ -153,3 +152,13 @@ def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
   assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
   assert "rnn.msgpack cannot be read" in proc.stderr and "Traceback" not in proc.stderr
   assert open(os.path.join(out, "rnn.msgpack"), "rb").read() == b"\x00garbage"
+
+
+def test_experiments_train_points_to_the_world_models_entry_point(tmp_path):
+  proc = _run("experiments.train", "--config=experiments/configs/world_models.py:debug",
+              f"--workdir={tmp_path}")
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: world_models trains in the paper's three phases from a dataset of random "
+      "rollouts, not through this loop: run python -m experiments.world_models "
+      "--config=experiments/configs/world_models.py:<variant> --dataset=DIR --out=DIR.")

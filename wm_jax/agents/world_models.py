@@ -55,6 +55,23 @@ def check_population(population: int, devices: int | None = None) -> None:
                          f"devices: use a multiple of {devices}.")
 
 
+def check_dataset(dataset) -> int:
+  """The action size of a dataset World Models can learn from; one sentence otherwise."""
+  entries = dataset.spec["entries"]
+  image = entries.get("image")
+  if image is None or tuple(image["shape"]) != (64, 64, 3):
+    shape = None if image is None else tuple(image["shape"])
+    raise RunConfigError(f"World Models' VAE reads 64 x 64 RGB frames and {dataset.directory} "
+                         f"holds image {shape}: collect it from an env with 'image' "
+                         f"observations of that size (e.g. box2d CarRacing-v3).")
+  action = entries["action"]
+  if action["dtype"] != "float32" or len(action["shape"]) != 1:
+    raise RunConfigError(f"World Models' linear controller outputs continuous actions and "
+                         f"{dataset.directory} holds discrete ones: collect a continuous-action "
+                         f"env (e.g. box2d CarRacing-v3).")
+  return int(action["shape"][0])
+
+
 # --------------------------------------------------------------------------- V and M training
 
 
