@@ -108,6 +108,7 @@ def frame_strip(vae, vae_params, rnn, rnn_params, episode: dict, start: int, len
 
 
 def evolution_plot(results: dict, path: str) -> None:
+  """PNG: the population's mean and best fitness per CMA-ES generation, one panel per controller."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -125,6 +126,7 @@ def evolution_plot(results: dict, path: str) -> None:
 
 
 def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
+  """The three phases (loading what `out` already holds), the real-env scores and the report."""
   for name in controllers:
     if name not in ("dream", "real"):
       raise RunConfigError(f"--controllers={name} is not one of dream, real.")
@@ -139,15 +141,17 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
   steps = dataset.steps
   vae = VAENet(config.vae.z_size, config.vae.depth)
   vae_template = vae.init(key, steps["image"][:1])
-  vae_params = load_or_train(os.path.join(out, "vae.msgpack"), vae_template, lambda: wmod.train_vae(
-      vae, vae_template, steps["image"], config.vae, jax.random.fold_in(key, 1),
-      _progress("V (VAE)")))
+  vae_params = load_or_train(
+      os.path.join(out, "vae.msgpack"), vae_template,
+      lambda: wmod.train_vae(vae, vae_template, steps["image"], config.vae,
+                             jax.random.fold_in(key, 1), _progress("V (VAE)")))
   mu, log_sigma = wmod.encode_frames(vae, vae_params, steps["image"])
   rnn = make_mdnrnn(config.rnn)
   rnn_template = rnn.init(key, action_size)
-  rnn_params = load_or_train(os.path.join(out, "rnn.msgpack"), rnn_template, lambda: wmod.train_rnn(
-      rnn, rnn_template, steps, mu, log_sigma, dataset.episode_starts, config.rnn,
-      jax.random.fold_in(key, 2), _progress("M (MDN-RNN)")))
+  rnn_params = load_or_train(
+      os.path.join(out, "rnn.msgpack"), rnn_template,
+      lambda: wmod.train_rnn(rnn, rnn_template, steps, mu, log_sigma, dataset.episode_starts,
+                             config.rnn, jax.random.fold_in(key, 2), _progress("M (MDN-RNN)")))
 
   c = config.controller
   dim = wmod.controller_size(config.vae.z_size, config.rnn.units, action_size)
