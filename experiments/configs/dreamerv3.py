@@ -117,6 +117,13 @@ def get_config(variant: str = "debug") -> ml_collections.ConfigDict:
   return config
 
 
+def use_continuous_debug_task(config: ml_collections.ConfigDict) -> None:
+  """The 'debug' variant for a method that needs continuous actions (CEM, Plan2Explore's tests):
+  Pendulum-v1 instead of CartPole (whose actions are discrete) and the tiny agent, in place."""
+  config.env.task = "Pendulum-v1"
+  shrink_for_debug(config.agent)
+
+
 def shrink_for_debug(agent: ml_collections.ConfigDict) -> None:
   """Turns any Dreamer agent config (V1-V3) into the tiny float32 'debug' size, in place."""
   agent.size = "debug"

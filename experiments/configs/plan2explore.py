@@ -43,8 +43,7 @@ def get_config(variant: str = "dmc_proprio") -> ml_collections.ConfigDict:
   config = dreamerv1.get_config(variant)
   config.method = "plan2explore"
   config.agent = agent_config()
-  if variant == "debug":   # Pendulum: a continuous task whose reward a random policy misses
-    config.env.task = "Pendulum-v1"
-    dreamerv3.shrink_for_debug(config.agent)
+  if variant == "debug":
+    dreamerv3.use_continuous_debug_task(config)
     config.agent.explore.update(members=3, units=32)
   return config

@@ -47,9 +47,8 @@ def get_config(variant: str = "dmc_proprio") -> ml_collections.ConfigDict:
   config.method = "planet"
   config.agent = agent_config()
   run = config.run
-  if variant == "debug":   # Pendulum: CEM needs continuous actions (CartPole's are discrete)
-    config.env.task = "Pendulum-v1"
-    dreamerv3.shrink_for_debug(config.agent)
+  if variant == "debug":
+    dreamerv3.use_continuous_debug_task(config)
     config.agent.planner.update(horizon=4, candidates=32, top_k=4, iterations=2)
   else:
     repeat = ACTION_REPEAT["cheetah"]
