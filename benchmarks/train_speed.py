@@ -271,7 +271,7 @@ def measure_iris(size: str, spec: EnvSpec, updates: int) -> dict:
   params, opt = state["params"], state["opt"]
   stages = {}
   for name, fn, args in (("tokenizer", learner.train_tokenizer, (params, opt, batch, key)),
-                         ("world_model", learner.train_world_model, (params, opt, batch)),
+                         ("world_model", learner.train_transformer, (params, opt, batch)),
                          ("actor_critic", learner.train_actor_critic, (params, opt, batch, key))):
     stages[name] = round(timed(fn, args, updates)[1], 3)
 

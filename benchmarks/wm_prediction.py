@@ -115,7 +115,7 @@ def iris_model():
   @jax.jit
   def fit_both(params, opt, batch, key):
     params, opt, tokenizer = learner.train_tokenizer(params, opt, batch, key)
-    params, opt, world_model = learner.train_world_model(params, opt, batch)
+    params, opt, world_model = learner.train_transformer(params, opt, batch)
     return params, opt, {**tokenizer, **world_model}
 
   def fit(params, opt, batch, key, update):

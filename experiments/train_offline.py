@@ -12,16 +12,15 @@ accuracy, frames/s at batch 1 and `--eval_batch`, and the parameter count, writt
 <workdir>/eval/update_<N>/ (table.md, table.csv, per_step.csv, results.json, psnr.png,
 strip.png). `--max_minutes` bounds training by wall clock instead (both are recorded).
 Rerunning the same command resumes training (a higher --updates extends it); a finished run's
-report is never overwritten. Methods with an offline world model: diamond.
+report is never overwritten. Methods with an offline world model: dreamerv1-3 and planet
+(the RSSM), storm, iris, diamond. benchmarks.wm_quality compares them on the same data.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -49,14 +48,6 @@ _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr."
 flags.mark_flags_as_required(["config", "dataset", "workdir"])
 
 
-def hardware() -> str:
-  """The device the numbers come from, e.g. 'cpu (x86_64, 2 cores)' or 'NVIDIA H100 ...'."""
-  device = jax.devices()[0]
-  if device.platform == "cpu":
-    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-  return f"{device.device_kind} ({device.platform})"
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -82,7 +73,7 @@ def main(argv):
                                _WINDOWS.value, _EVAL_BATCH.value)
     architecture = config.agent.get("denoiser", {}).get("architecture")
     name = f"{config.method}:{config.variant}" + (f" {architecture}" if architecture else "")
-    print(offline.write_report(out_dir, name, results, counters, hardware()))
+    print(offline.write_report(out_dir, name, results, counters, offline.hardware()))
     print(f"report: {out_dir}")
   except UserError as e:
     sys.exit(f"error: {e}")

@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +16,8 @@ import pytest
 
 from wm_jax import offline
 from wm_jax.agents.base import WorldModel
-from wm_jax.dataset import Dataset, DatasetWriter, dataset_spec
+from wm_jax.dataset import Dataset, DatasetError, DatasetWriter, dataset_spec
+from wm_jax.envs.base import ActionSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,8 +78,9 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
   data = _stream([20, 20])
   starts = offline.eval_windows(data, [0, 1], context=2, horizon=4, count=8)
   windows = offline.gather_windows(data.steps, starts, 6)
-  out = offline.open_loop(_copy_last_model(2), None, windows, 2, jax.random.PRNGKey(0),
-                          np.full((8, 8, 3), 0.5, np.float32), batch=3)
+  out = offline.open_loop(offline.make_rollout(_copy_last_model(2), 2), None, windows, 2,
+                          jax.random.PRNGKey(0), np.full((8, 8, 3), 0.5, np.float32), batch=3,
+                          act=ActionSpec(True, num_actions=3))
   np.testing.assert_allclose(out["model"]["psnr"], out["copy_last"]["psnr"], rtol=1e-6)
   np.testing.assert_allclose(out["model"]["ssim"], out["copy_last"]["ssim"], rtol=1e-6)
   assert len(out["model"]["psnr"]) == 4 and out["generated"] == 8 * 4
@@ -87,6 +91,58 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
   # The model never predicts an end: right except where a window reaches its episode's end.
   np.testing.assert_allclose(out["end_accuracy"], 1.0 - windows["is_terminal"][:, 2:].mean(0),
                              rtol=1e-6)
+  np.testing.assert_allclose(out["reward_mse"], np.square(windows["reward"][:, 2:]).mean(0),
+                             rtol=1e-6)
+  # It ignores its actions: generating under other actions changes nothing.
+  assert out["action_sensitivity"] == [0.0] * 4
+
+
+def _action_painting_model(num_actions: int) -> WorldModel:
+  """A WorldModel whose next frame is gray level action / (num_actions - 1) everywhere."""
+  def step(params, sim, action, key):
+    level = action.astype(jnp.float32) / (num_actions - 1)
+    frame = jnp.broadcast_to(level[:, None, None, None], sim.shape)
+    zeros = jnp.zeros(sim.shape[:1])
+    return frame, {"image": frame}, zeros, zeros + 1.0
+  return _copy_last_model(2)._replace(step=step)
+
+
+def test_action_sensitivity_is_the_pixel_change_that_other_actions_cause():
+  data = _stream([20, 20], num_actions=3)
+  starts = offline.eval_windows(data, [0, 1], context=2, horizon=4, count=8)
+  windows = offline.gather_windows(data.steps, starts, 6)
+  act = ActionSpec(True, num_actions=3)
+  out = offline.open_loop(offline.make_rollout(_action_painting_model(3), 2), None, windows, 2,
+                          jax.random.PRNGKey(0), np.zeros((8, 8, 3), np.float32), batch=3,
+                          act=act)
+  other = offline.other_actions(windows["action"][:, 2:], act)
+  by_hand = np.abs(windows["action"][:, 2:] - other).mean(0) / 2
+  np.testing.assert_allclose(out["action_sensitivity"], by_hand, rtol=1e-6)
+  assert min(out["action_sensitivity"]) > 0
+
+
+def test_other_actions_differ_at_every_step_and_stay_in_range():
+  actions = np.random.default_rng(1).integers(0, 4, (50, 7)).astype(np.int32)
+  other = offline.other_actions(actions, ActionSpec(True, num_actions=4))
+  assert other.dtype == actions.dtype and np.all(other != actions)
+  assert other.min() >= 0 and other.max() <= 3
+  assert len(np.unique(other - actions)) > 2   # not one fixed shift
+  continuous = offline.other_actions(np.zeros((5, 3, 2), np.float32),
+                                     ActionSpec(False, dim=2, low=-1.0, high=1.0))
+  assert continuous.shape == (5, 3, 2) and np.all(np.abs(continuous) <= 1.0)
+  with pytest.raises(DatasetError, match="at least 2 actions"):
+    offline.other_actions(actions, ActionSpec(True, num_actions=1))
+
+
+def test_reward_class_counts_small_predictions_as_no_reward():
+  np.testing.assert_array_equal(offline.reward_class(np.array([-2.0, -0.6, -0.4, 0.003, 0.5, 4.0])),
+                                [-1, -1, 0, 0, 1, 1])
+
+
+def test_compiled_memory_counts_arguments_outputs_and_temporaries():
+  x = jnp.zeros((256, 256), jnp.float32)   # 256 KiB
+  size = offline.compiled_memory(lambda a: (a @ a).sum(), x)
+  assert size >= x.nbytes
 
 
 def _tiny_sprite_dataset(directory, image_size=64):
@@ -149,3 +205,33 @@ def test_train_offline_bad_dataset_is_one_sentence(tmp_path, problem):
   assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
   assert expected in out.stderr.strip().splitlines()[-1]
   assert not (tmp_path / "run").exists()
+
+
+def test_a_wall_clock_budget_always_checkpoints_the_last_update(tmp_path, monkeypatch):
+  """The budget runs out while an update computes (dispatch is asynchronous): training must stop
+  *and* save that update, with its wall clock, not stop unsaved at the next check."""
+  from experiments.configs import diamond
+  from wm_jax.checkpoint import Checkpointer
+  config = diamond.get_config("debug")
+  data = _stream([20, 20])
+  data.spec.update(entries={"image": {"shape": [8, 8, 3], "dtype": "uint8"}},
+                   action={"discrete": True, "num_actions": 3})
+  with config.unlocked():
+    config.env.protocol = {}
+    config.run.batch_size, config.run.batch_length = 2, 4
+  counting = WorldModel(init=lambda key: {"count": jnp.zeros(())}, schedule=lambda n: None,
+                        update=lambda s, b, k, p: ({"count": s["count"] + 1},
+                                                   {"count_loss": s["count"]}),
+                        reset_from=None, step=None, context_length=1)
+  monkeypatch.setattr(offline, "make_world_model", lambda *args: counting)
+  clock = iter(range(0, 10_000, 10))   # every reading of the clock by offline is 10 s later
+  monkeypatch.setattr(offline, "time", types.SimpleNamespace(
+      time=lambda: float(next(clock)), perf_counter=time.perf_counter))
+  _, state, counters, _, finished = offline.train(config, data, str(tmp_path / "run"),
+                                                  updates=1000, holdout=0.5,
+                                                  checkpoint_every=1000, log_every=1000,
+                                                  progress=False, max_minutes=0.5)
+  assert finished and 1 <= counters["updates"] < 5 and counters["wall_seconds"] >= 30
+  ckpt = Checkpointer(str(tmp_path / "run"))
+  assert ckpt.latest_step() == counters["updates"] == int(state["count"])
+  ckpt.close()

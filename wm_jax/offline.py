@@ -11,14 +11,19 @@ frames and the actions that led to them, then generates N frames open loop under
 actions. Per step k = 1..N: PSNR and SSIM (dm-pix; frames in [0, 1]) against the real frame,
 for the model and two baselines that need no model: the last context frame repeated
 (copy-last) and the mean training frame (mean-frame); and the accuracy of the predicted reward
-sign and episode end. FID, FVD and LPIPS need pretrained Inception, I3D and VGG/AlexNet weights
-that cannot be downloaded here; the report names that gap.
+sign and episode end and the reward's squared error. Action sensitivity: the same rollout (same
+context, same sampling key) under other actions, which differ from the real ones at every step
+(`other_actions`); per step, the mean absolute pixel difference between the two generations. It
+is exactly zero for a model that ignores its actions, however good its PSNR. FID, FVD and LPIPS
+need pretrained Inception, I3D and VGG/AlexNet weights that cannot be downloaded here; the
+report names that gap.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
 from typing import Callable
@@ -33,7 +38,8 @@ from wm_jax.agents import make_world_model
 from wm_jax.agents.base import WorldModel
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
-from wm_jax.errors import NonFiniteLossError
+from wm_jax.envs.base import ActionSpec
+from wm_jax.errors import NonFiniteLossError, RunConfigError
 from wm_jax.eval import plots, tables
 from wm_jax.logger import append_jsonl, trim_jsonl
 from wm_jax.train import StopFlag, prepare_workdir
@@ -41,6 +47,10 @@ from wm_jax.train import StopFlag, prepare_workdir
 METRIC_GAP = ("FID, FVD and LPIPS are not reported: they need pretrained Inception, I3D and "
               "VGG/AlexNet weights that cannot be downloaded on this machine.")
 
+
+SENSITIVITY_NOTE = ("Action sensitivity: mean absolute pixel difference (8-bit levels) between "
+                    "the frames generated under the real actions and under other actions, same "
+                    "context and noise; 0 means the model ignores its actions.")
 
 PSNR_CAP = 60.0   # dB: a mean squared error of 1e-6, far below one 8-bit level (1.5e-5)
 
@@ -122,19 +132,51 @@ def frame_metrics(generated: jax.Array, real: jax.Array) -> dict:
           "ssim": dm_pix.ssim(flat(real), flat(generated)).reshape(shape)}
 
 
-def open_loop(world_model: WorldModel, params, windows: dict, context: int, key: jax.Array,
-              mean_frame: np.ndarray, batch: int) -> dict:
+def other_actions(actions: np.ndarray, act: ActionSpec, seed: int = 0) -> np.ndarray:
+  """Actions [W, N] (discrete) or [W, N, A] -> actions of the same shape that differ from them at
+  every step: (a + U{1, ..., n - 1}) mod n for n discrete actions, uniform in [low, high] for
+  continuous ones (fixed by `seed`)."""
+  rng = np.random.default_rng(seed)
+  if act.discrete:
+    if act.num_actions < 2:
+      raise DatasetError("Action sensitivity needs at least 2 actions; this dataset has "
+                         f"{act.num_actions}.")
+    shift = rng.integers(1, act.num_actions, actions.shape)
+    return ((actions + shift) % act.num_actions).astype(actions.dtype)
+  return rng.uniform(act.low, act.high, actions.shape).astype(actions.dtype)
+
+
+def reward_class(reward: np.ndarray) -> np.ndarray:
+  """Rewards -> -1, 0 or +1: the sign, with |r| < 0.5 counted as 0, so that a regression head's
+  0.003 is 'no reward' (IRIS and DIAMOND predict these three classes; Atari rewards are
+  integers)."""
+  return np.sign(reward) * (np.abs(reward) >= 0.5)
+
+
+def action_sensitivity(frames: jax.Array, frames_other: jax.Array) -> np.ndarray:
+  """Frames float [W, N, h, w, 3] generated under the real and under other actions (same
+  context and key) -> [W, N]: mean absolute pixel difference, in [0, 1] units."""
+  return np.asarray(jnp.mean(jnp.abs(frames - frames_other), axis=(2, 3, 4)))
+
+
+def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.Array,
+              mean_frame: np.ndarray, batch: int, act: ActionSpec) -> dict:
   """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows.
 
   Returns per-step means ([N] lists) of 'psnr'/'ssim' for 'model', 'copy_last' and
-  'mean_frame', 'reward_accuracy' and 'end_accuracy' of the model, the generated frames of the
-  first chunk ('frames' [b, N, h, w, 3] float32) and 'seconds' spent generating after compile.
+  'mean_frame', 'reward_accuracy' (`reward_class`), 'reward_mse', 'end_accuracy' and
+  'action_sensitivity' of the model, the generated frames of the first chunk ('frames'
+  [b, N, h, w, 3] float32) and 'seconds' spent generating (after compile, real actions only).
+  `rollout` is `make_rollout`'s.
   """
-  rollout = make_rollout(world_model, context)
   real_all = windows["image"][:, context:].astype(np.float32) / 255.0
   W, N = real_all.shape[:2]
+  other = dict(windows, action=np.concatenate(
+      [windows["action"][:, :context], other_actions(windows["action"][:, context:], act)], 1))
   per_frame = {name: {"psnr": [], "ssim": []} for name in ("model", "copy_last", "mean_frame")}
-  reward_hits, end_hits, seconds, first_frames = [], [], 0.0, None
+  per_step = {name: [] for name in ("reward_accuracy", "reward_mse", "end_accuracy",
+                                    "action_sensitivity")}
+  seconds, first_frames = 0.0, None
   jax.block_until_ready(rollout(params, jax.tree.map(lambda x: x[:batch], windows), key))
   for lo in range(0, W, batch):
     chunk = jax.tree.map(lambda x: x[lo:lo + batch], windows)
@@ -142,6 +184,7 @@ def open_loop(world_model: WorldModel, params, windows: dict, context: int, key:
     t = time.perf_counter()
     frames, reward, cont = jax.block_until_ready(rollout(params, chunk, k))
     seconds += time.perf_counter() - t
+    frames_other, _, _ = rollout(params, jax.tree.map(lambda x: x[lo:lo + batch], other), k)
     first_frames = np.asarray(frames) if first_frames is None else first_frames
     real = real_all[lo:lo + batch]
     last = np.repeat(chunk["image"][:, context - 1:context].astype(np.float32) / 255.0, N, 1)
@@ -149,22 +192,24 @@ def open_loop(world_model: WorldModel, params, windows: dict, context: int, key:
     for name, guess in (("model", frames), ("copy_last", last), ("mean_frame", mean)):
       for metric, value in frame_metrics(jnp.asarray(guess), jnp.asarray(real)).items():
         per_frame[name][metric].append(np.asarray(value))
-    reward_hits.append(np.sign(np.asarray(reward)) == np.sign(chunk["reward"][:, context:]))
-    end_hits.append((np.asarray(cont) < 0.5) == chunk["is_terminal"][:, context:])
+    real_reward, reward = chunk["reward"][:, context:], np.asarray(reward)
+    per_step["reward_accuracy"].append(reward_class(reward) == reward_class(real_reward))
+    per_step["reward_mse"].append(np.square(reward - real_reward))
+    per_step["end_accuracy"].append((np.asarray(cont) < 0.5) == chunk["is_terminal"][:, context:])
+    per_step["action_sensitivity"].append(action_sensitivity(frames, frames_other))
   mean_over_windows = lambda parts: np.concatenate(parts).mean(0).tolist()
   out = {name: {m: mean_over_windows(v) for m, v in metrics.items()}
          for name, metrics in per_frame.items()}
-  out.update(reward_accuracy=mean_over_windows(reward_hits),
-             end_accuracy=mean_over_windows(end_hits), frames=first_frames, seconds=seconds,
-             generated=W * N)
+  out.update({name: mean_over_windows(v) for name, v in per_step.items()})
+  out.update(frames=first_frames, seconds=seconds, generated=W * N)
   return out
 
 
-def sample_rate(world_model: WorldModel, params, windows: dict, context: int, batch: int,
+def sample_rate(rollout: Callable, params, windows: dict, context: int, batch: int,
                 key: jax.Array, repeats: int = 3) -> float:
-  """Generated frames per second at batch size `batch` (after compile; median of `repeats`)."""
+  """Frames per second `rollout` (`make_rollout`'s) generates at batch size `batch` (after
+  compile; median of `repeats`)."""
   chunk = jax.tree.map(lambda x: np.repeat(x[:1], batch, 0), windows)
-  rollout = make_rollout(world_model, context)
   jax.block_until_ready(rollout(params, chunk, key))
   times = []
   for _ in range(repeats):
@@ -172,6 +217,37 @@ def sample_rate(world_model: WorldModel, params, windows: dict, context: int, ba
     jax.block_until_ready(rollout(params, chunk, key))
     times.append(time.perf_counter() - t)
   return batch * (chunk["action"].shape[1] - context) / float(np.median(times))
+
+
+def compiled_memory(fn: Callable, *args) -> int:
+  """Bytes XLA allocates for one call of jax.jit(fn)(*args): arguments, outputs and temporaries
+  (its compiled memory analysis; the peak of that call, on any backend), or -1 if the backend
+  does not report it."""
+  analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
+  if analysis is None:
+    return -1
+  return int(analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+             + analysis.temp_size_in_bytes - analysis.alias_size_in_bytes)
+
+
+def update_memory(world_model: WorldModel, state, dataset: Dataset, batch_size: int,
+                  length: int, updates: int) -> int:
+  """`compiled_memory` of one update at update count `updates` (its phase) on a [batch_size,
+  length] batch of the dataset's entries."""
+  batch = {name: jax.ShapeDtypeStruct((batch_size, length) + tuple(entry["shape"]),
+                                      entry["dtype"])
+           for name, entry in dataset.spec["entries"].items()}
+  phase = world_model.schedule(updates)
+  return compiled_memory(lambda s, b, k: world_model.update(s, b, k, phase), state, batch,
+                         jax.random.PRNGKey(0))
+
+
+def hardware() -> str:
+  """The device the numbers come from, e.g. 'CPU (x86_64, 2 cores)' or 'NVIDIA H100 ...'."""
+  device = jax.devices()[0]
+  if device.platform == "cpu":
+    return f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+  return f"{device.device_kind} ({device.platform})"
 
 
 def count_params(params) -> dict[str, int]:
@@ -235,16 +311,19 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
     counters["wall_seconds"] = wall_before + time.time() - t_start
     ckpt.save(counters["updates"], tree, counters)
   try:
-    def out_of_time():
-      return max_minutes > 0 and wall_before + time.time() - t_start >= 60 * max_minutes
-    while counters["updates"] < updates and stop.signal is None and not out_of_time():
+    def finished() -> bool:   # read once per update, so that the last one is always saved
+      out_of_time = (max_minutes > 0
+                     and wall_before + time.time() - t_start >= 60 * max_minutes)
+      return counters["updates"] >= updates or stop.signal is not None or out_of_time
+    ending = finished()
+    while not ending:
       tree["key"], k = jax.random.split(tree["key"])
       tree["state"], metrics = train_step(tree["state"], steps, k, counters["updates"])
       pending.append(metrics)
       counters["updates"] += 1
       bar.update(1)
       n = counters["updates"]
-      ending = n == updates or out_of_time() or stop.signal is not None
+      ending = finished()
       if n % log_every == 0 or ending:
         values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
         for name, value in values.items():
@@ -269,10 +348,17 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
 
 
 def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out, horizon: int,
-             num_windows: int, batch: int) -> dict:
-  """Open-loop results on held-out windows: `open_loop`'s output plus 'windows', 'horizon',
-  'params', frames/s at batch 1 and at `batch`, and the real frames of the first windows."""
-  context = world_model.context_length
+             num_windows: int, batch: int, context: int = 0) -> dict:
+  """Open-loop results on held-out windows of `context` real frames (0: the model's
+  `context_length`; a longer one lets models with different contexts share windows) and
+  `horizon` generated ones: `open_loop`'s output plus 'windows', 'horizon', 'params', frames/s
+  at batch 1 and at `batch`, the rollout's memory at `batch` ('rollout_bytes') and the real
+  frames of the first windows."""
+  if context < world_model.context_length:
+    if context:
+      raise RunConfigError(f"A context of {context} frames is shorter than the "
+                           f"{world_model.context_length} this world model conditions on.")
+    context = world_model.context_length
   starts = eval_windows(dataset, held_out, context, horizon, num_windows)
   if not len(starts):
     raise DatasetError(f"No held-out episode of {dataset.directory} is {context + horizon} steps "
@@ -282,14 +368,21 @@ def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out,
   training = dataset.episodes(np.setdiff1d(np.arange(dataset.num_episodes), held_out))
   mean_frame = training["image"].astype(np.float32).mean(0) / 255.0
   params, key = state["params"], jax.random.PRNGKey(config.seed + 1)
-  out = open_loop(world_model, params, windows, context, key, mean_frame, batch)
+  rollout = make_rollout(world_model, context)
+  out = open_loop(rollout, params, windows, context, key, mean_frame, batch,
+                  env_spec(dataset.spec).act)
+  first = jax.tree.map(lambda x: x[:batch], windows)
   out.update(windows=len(starts), horizon=horizon, context=context,
+             rollout_bytes=compiled_memory(rollout, params, first, key),
              params=count_params(params), real=windows["image"][:batch, context:] / 255.0,
              last_context=windows["image"][:batch, context - 1] / 255.0,
-             hz_batch1=sample_rate(world_model, params, windows, context, 1, key),
-             hz_batch=sample_rate(world_model, params, windows, context, batch, key),
+             hz_batch1=sample_rate(rollout, params, windows, context, 1, key),
+             hz_batch=sample_rate(rollout, params, windows, context, batch, key),
              batch=batch)
   return out
+
+
+PER_STEP_MODEL_METRICS = ("reward_accuracy", "reward_mse", "end_accuracy", "action_sensitivity")
 
 
 def report_steps(horizon: int) -> list[int]:
@@ -303,8 +396,9 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
   os.makedirs(out_dir, exist_ok=False)
   steps = report_steps(results["horizon"])
   headers = (["model", "params"] + [f"PSNR@{k}" for k in steps] + ["PSNR mean"]
-             + [f"SSIM@{k}" for k in steps] + ["reward sign acc.", "end acc.",
-                                               "frames/s b=1", f"frames/s b={results['batch']}"])
+             + [f"SSIM@{k}" for k in steps] + ["reward sign acc.", "reward MSE", "end acc.",
+                                               "action sens. (8-bit)", "frames/s b=1",
+                                               f"frames/s b={results['batch']}"])
   rows, raw = [], []
   for label, key in ((name, "model"), ("copy last frame", "copy_last"),
                      ("mean frame", "mean_frame")):
@@ -312,34 +406,36 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
     is_model = key == "model"
     values = ([results["params"]["total"] if is_model else 0] + [psnr[k - 1] for k in steps]
               + [float(np.mean(psnr))] + [ssim[k - 1] for k in steps])
-    extra = ([float(np.mean(results["reward_accuracy"])), float(np.mean(results["end_accuracy"])),
-              results["hz_batch1"], results["hz_batch"]] if is_model else [None] * 4)
+    extra = ([float(np.mean(results[k])) for k in ("reward_accuracy", "reward_mse",
+                                                    "end_accuracy")]
+              + [255 * float(np.mean(results["action_sensitivity"])), results["hz_batch1"],
+                 results["hz_batch"]] if is_model else [None] * 6)
     raw.append([label] + values + extra)
     rows.append([label, f"{values[0]:,}" if is_model else "–"]
                 + [f"{v:.2f}" for v in values[1:len(steps) + 2]]
                 + [f"{v:.3f}" for v in values[len(steps) + 2:]]
-                + ([f"{extra[0]:.3f}", f"{extra[1]:.3f}", f"{extra[2]:.1f}", f"{extra[3]:.1f}"]
-                   if is_model else ["–"] * 4))
+                + ([f"{extra[0]:.3f}", f"{extra[1]:.4f}", f"{extra[2]:.3f}", f"{extra[3]:.2f}",
+                    f"{extra[4]:.1f}", f"{extra[5]:.1f}"] if is_model else ["–"] * 6))
   table = tables.markdown(headers, rows)
   parts = ", ".join(f"{k} {v:,}" for k, v in results["params"].items() if k != "total")
   note = (f"\nParameters: {parts}. {results['windows']} held-out windows: "
           f"{results['context']} real frames, then "
           f"{results['horizon']} generated open loop under the real actions; "
           f"{counters['updates']:,} updates in {counters['wall_seconds'] / 60:.1f} min on "
-          f"{hardware}. {METRIC_GAP}\n")
+          f"{hardware}. {SENSITIVITY_NOTE} {METRIC_GAP}\n")
   with open(os.path.join(out_dir, "table.md"), "w") as f:
     f.write(table + note)
   with open(os.path.join(out_dir, "table.csv"), "w") as f:
     f.write(tables.csv_text(headers, raw))
   per_step = [[k + 1] + [results[m][metric][k] for m in ("model", "copy_last", "mean_frame")
                          for metric in ("psnr", "ssim")]
-              + [results["reward_accuracy"][k], results["end_accuracy"][k]]
+              + [results[name][k] for name in PER_STEP_MODEL_METRICS]
               for k in range(results["horizon"])]
   with open(os.path.join(out_dir, "per_step.csv"), "w") as f:
     f.write(tables.csv_text(["step"] + [f"{m}_{metric}" for m in ("model", "copy_last",
                                                                    "mean_frame")
                                         for metric in ("psnr", "ssim")]
-                            + ["reward_accuracy", "end_accuracy"], per_step))
+                            + list(PER_STEP_MODEL_METRICS), per_step))
   x = np.arange(1, results["horizon"] + 1)
   curves = {metric.upper(): {label: [(x, np.asarray(results[key][metric]))]
                              for label, key in ((name, "model"), ("copy last frame", "copy_last"),

@@ -24,6 +24,12 @@ BUILDERS = {
 # method -> "module:builder" of the world model alone, for offline training
 # (experiments.train_offline); builders take (agent_config, EnvSpec) and return a WorldModel.
 WORLD_MODEL_BUILDERS = {
+    "dreamerv1": "wm_jax.agents.dreamer:make_dreamer_world_model",
+    "dreamerv2": "wm_jax.agents.dreamer:make_dreamer_world_model",
+    "dreamerv3": "wm_jax.agents.dreamer:make_dreamer_world_model",
+    "planet": "wm_jax.agents.dreamer:make_dreamer_world_model",
+    "storm": "wm_jax.agents.storm:make_storm_world_model",
+    "iris": "wm_jax.agents.iris:make_iris_world_model",
     "diamond": "wm_jax.agents.diamond:make_diamond_world_model",
 }
 

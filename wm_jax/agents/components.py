@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wm_jax.agents.base import WorldModel, jit_init
+
 
 def train_component(opts: dict, name: str, loss_fn: Callable, params: dict, opt: dict):
   """One step of optimiser opts[name] on loss_fn(params[name]) -> (loss, metrics) -> (params, opt, metrics + '{name}_grad_norm'); the other components are unchanged."""
@@ -58,3 +60,27 @@ class ComponentLearner:
     model_params = {k: params[k] for k in self.world_model_parts}
     loss = lambda p: self.actor_critic_loss(p, model_params, batch, key)
     return self._train("actor_critic", loss, params, opt)
+
+
+def component_world_model(learner: ComponentLearner, schedule, model_init: Callable,
+                          context_length: int) -> WorldModel:
+  """The world-model components of `learner` (no actor-critic) as a `WorldModel` for offline
+  training: an update runs `learner.train_world_model(phase, params, opt, batch, key)`, each
+  component from its `schedule.<component>_start` update on (a start beyond the run's updates
+  leaves it untrained); the env interface is `learner.model`'s."""
+  parts = learner.world_model_parts
+
+  def init(key):
+    params = model_init(key)
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt": {name: learner.opts[name].init(params[name]) for name in parts}}
+
+  def update(state, batch, key, phase):
+    params, opt, metrics = learner.train_world_model(phase, state["params"], state["opt"],
+                                                     batch, key)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
+
+  return WorldModel(init=jit_init(init), update=update, schedule=schedule_phase(schedule, parts),
+                    reset_from=learner.model.reset_from, step=learner.model.step,
+                    context_length=context_length)

@@ -27,7 +27,8 @@ import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
+from wm_jax.agents.components import (ComponentLearner, component_world_model, schedule_phase,
+                                      staged)
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.diffusion import make_denoiser_net
@@ -157,23 +158,7 @@ def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
 
 def make_diamond_world_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
   """DIAMOND's world model alone (denoiser + reward/end model, no actor-critic) as a
-  `WorldModel` for offline training: each update steps both components on one batch, each from
-  its `schedule.*_start` update on (a start beyond the run's updates leaves it untrained)."""
+  `WorldModel` for offline training, reset on its H conditioning frames."""
   check_agent_config(cfg)
   learner = DiamondLearner(cfg, spec)
-
-  def init(key):
-    params = learner.model.init(key)
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "opt": {name: learner.opts[name].init(params[name])
-                    for name in learner.world_model_parts}}
-
-  def update(state, batch, key, phase):
-    params, opt, metrics = learner.train_world_model(phase, state["params"], state["opt"],
-                                                     batch, key)
-    return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
-
-  return WorldModel(init=jit_init(init), update=update,
-                    schedule=schedule_phase(cfg.schedule, COMPONENTS[:2]),
-                    reset_from=learner.model.reset_from,
-                    step=learner.model.step, context_length=learner.model.H)
+  return component_world_model(learner, cfg.schedule, learner.model.init, learner.model.H)

@@ -25,7 +25,7 @@ import ml_collections
 import optax
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
-from wm_jax.agents.base import Agent, jit_init
+from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.core.planning import cem
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError, UnknownNameError
@@ -168,6 +168,38 @@ def make_dreamer(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
 
   return Agent(init=jit_init(init), initial_carry=lambda n: initial_carry(wm, n), act=act,
                update=update)
+
+
+# Real frames the RSSM filters before an offline open-loop rollout: STORM's imagination burn-in
+# (its paper, sec. 3.3), so that the two families condition on the same context by default.
+RSSM_CONTEXT = 8
+
+
+def make_dreamer_world_model(config: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
+  """The RSSM world model of a Dreamer config (V1-V3, PlaNet) alone, as a `WorldModel` for
+  offline training (experiments.train_offline, benchmarks.wm_quality)."""
+  cfg = resolve_agent_config(config)
+  return single_loss_world_model(make_world_model(cfg, spec), RSSM_CONTEXT)
+
+
+def single_loss_world_model(wm, context_length: int) -> WorldModel:
+  """A `WorldModel` around a model with one loss and one optimiser (`wm.loss`, `wm.cfg.model_opt`,
+  `wm.reset_from`, `wm.step`: the RSSM and STORM); its update is `world_model_step`."""
+  opt = make_optimizer(wm.cfg.model_opt)
+
+  def init(key):
+    params = wm.init(key)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": opt.init(params)}
+
+  def update(state, batch, key, phase=None):
+    del phase   # one component: always the same update
+    params, opt_state, metrics, _ = world_model_step(wm, opt, state["params"], state["opt"],
+                                                     batch, key)
+    metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
+    return {"step": state["step"] + 1, "params": params, "opt": opt_state}, metrics
+
+  return WorldModel(init=jit_init(init), update=update, schedule=lambda updates: None,
+                    reset_from=wm.reset_from, step=wm.step, context_length=context_length)
 
 
 def initial_carry(wm, num_envs: int) -> dict:

@@ -25,11 +25,11 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from wm_jax.agents.base import Agent, jit_init
+from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import ComponentLearner, schedule_phase, staged
-from wm_jax.core import losses
-from wm_jax.envs.base import ActionSpec, EnvSpec
+from wm_jax.agents.components import (ComponentLearner, component_world_model, schedule_phase,
+                                      staged)
+from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.iris import (DTYPES, RECONSTRUCTION_LOSSES, IrisModel, channel_mults,
                                  make_iris_model)
@@ -158,9 +158,16 @@ class IrisLearner(ComponentLearner):
     frames = frames.reshape((-1,) + image.shape[2:])
     return self._train("tokenizer", lambda p: self.model.tokenizer_loss(p, frames), params, opt)
 
-  def train_world_model(self, params, opt, batch):
+  def train_transformer(self, params, opt, batch):
+    """GPT step on the tokens of batch [B, T] (the tokenizer is read without gradient)."""
     loss = lambda p: self.model.world_model_loss(p, params["tokenizer"], batch)
     return self._train("world_model", loss, params, opt)
+
+  def train_world_model(self, phase: tuple, params, opt, batch, key):
+    """Tokenizer then GPT step, each where phase (bool, bool) says it trains."""
+    params, opt, m_tok = staged(phase[0], self.train_tokenizer, params, opt, batch, key)
+    params, opt, m_wm = staged(phase[1], self.train_transformer, params, opt, batch)
+    return params, opt, {**m_tok, **m_wm}
 
 
 def make_iris(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
@@ -192,13 +199,22 @@ def make_iris(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     (IRIS trainer.train_agent)."""
     check_sequence_length(cfg, batch["is_first"].shape[1])   # static: at trace time
     k_tok, k_ac = jax.random.split(key)
-    params, opt = state["params"], state["opt"]
-    params, opt, m_tok = staged(phase[0], learner.train_tokenizer, params, opt, batch, k_tok)
-    params, opt, m_wm = staged(phase[1], learner.train_world_model, params, opt, batch)
+    params, opt, m_wm = learner.train_world_model(phase[:2], state["params"], state["opt"],
+                                                  batch, k_tok)
     params, opt, m_ac = staged(phase[2], learner.train_actor_critic, params, opt, batch, k_ac)
-    metrics = {**m_tok, **m_wm, **m_ac}
+    metrics = {**m_wm, **m_ac}
     metrics = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), metrics)
     return {"step": state["step"] + 1, "params": params, "opt": opt}, metrics
 
   return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update,
                schedule=schedule_phase(schedule, ("tokenizer", "world_model", "actor_critic")))
+
+
+def make_iris_world_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
+  """IRIS's tokenizer and world model (no actor-critic) as a `WorldModel` for offline training,
+  staged as the paper. It needs `actor_critic.wm_context` real frames (1 in the IRIS code, which
+  imagines from one observation) and reads up to `world_model.context - 1` of a longer context."""
+  check_agent_config(cfg)
+  learner = IrisLearner(cfg, spec)
+  return component_world_model(learner, cfg.schedule, learner.model.init,
+                               cfg.actor_critic.wm_context)

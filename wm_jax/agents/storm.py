@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from wm_jax.agents.actor_critic import make_actor_critic, make_optimizer
-from wm_jax.agents.base import Agent, jit_init
-from wm_jax.agents.dreamer import check_choices, to_env_action, world_model_step
+from wm_jax.agents.base import Agent, WorldModel, jit_init
+from wm_jax.agents.dreamer import (check_choices, single_loss_world_model, to_env_action,
+                                  world_model_step)
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.rssm import feat_of
@@ -110,3 +111,10 @@ def make_storm(config: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     return {"wm": wm_params, "wm_opt": wm_opt, "ac": ac_state}, metrics
 
   return Agent(init=jit_init(init), initial_carry=initial_carry, act=act, update=update)
+
+
+def make_storm_world_model(config: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
+  """STORM's world model alone as a `WorldModel` for offline training; it is reset on
+  `imag_context` real frames, its imagination burn-in (paper sec. 3.3)."""
+  check_agent_config(config)
+  return single_loss_world_model(make_storm_model(config, spec), config.imag_context)

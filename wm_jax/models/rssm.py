@@ -86,6 +86,19 @@ def decode_observation(module: nn.Module, x: jax.Array) -> dict:
           if hasattr(module, f"dec_{key}")}
 
 
+def decoded_observation(dec: dict, symlog_vector: bool) -> dict:
+  """Decoder means {'image' [..., H, W, C] in [-0.5, 0.5] units, 'vector' [..., D]} -> the
+  observation as an env gives it: 'image' float32 in [0, 1], 'vector' (symexp'd where the decoder
+  predicts symlog space). Shared by the RSSM and STORM world-model envs."""
+  obs = {}
+  if "image" in dec:
+    obs["image"] = jnp.clip(dec["image"].astype(jnp.float32) + 0.5, 0.0, 1.0)
+  if "vector" in dec:
+    vector = dec["vector"].astype(jnp.float32)
+    obs["vector"] = losses.symexp(vector) if symlog_vector else vector
+  return obs
+
+
 def preprocess_image(image: jax.Array) -> jax.Array:
   """uint8 [..., 64, 64, C] -> float32 in [-0.5, 0.5], only ever inside jit (DreamerV1-V3 image scaling)."""
   return image.astype(jnp.float32) / 255.0 - 0.5
@@ -310,6 +323,29 @@ class WorldModel:
     states = jax.tree.map(lambda s, x: jnp.concatenate([s[None], x], 0), start, states)
     swap = lambda x: jnp.swapaxes(x, 0, 1)
     return jax.tree.map(swap, states), swap(actions)
+
+  # ------------------------------------------------------------------ the world model as env
+  def reset_from(self, params, context: dict, key: jax.Array) -> dict:
+    """Real context {'image' uint8 [B, C, H, W, 3] and/or 'vector', 'action' [B, C] or
+    [B, C, A] (led to each frame), optional 'is_first' bool [B, C]} -> sim state {'state': the
+    posterior [B] at the context's last frame}, filtered from the initial state (eq. 1)."""
+    obs = {k: context[k] for k in ("image", "vector") if k in context}
+    B, C = context["action"].shape[:2]
+    is_first = jnp.asarray(context.get("is_first", jnp.zeros((B, C), bool)), bool)
+    post, _ = self.observe(params, self.initial(params, B), self.embed(params, obs),
+                           self.encode_action(context["action"]), is_first.at[:, 0].set(True),
+                           key)
+    return {"state": jax.tree.map(lambda x: x[:, -1], post)}
+
+  def step(self, params, sim: dict, action: jax.Array, key: jax.Array
+           ) -> tuple[dict, dict, jax.Array, jax.Array]:
+    """Sim state [B], env action [B] or [B, A] -> (sim state, decoded next observation {'image'
+    float32 [B, H, W, 3] in [0, 1] and/or 'vector'}, reward [B], cont [B]): one prior step."""
+    state = self.img_step(params, sim["state"], self.encode_action(action), key)
+    feat = feat_of(state)
+    dec = self.net.apply(params, feat, method=WorldModelNet.decode)
+    obs = decoded_observation(dec, self.cfg.decoder.symlog_vector)
+    return {"state": state}, obs, self.reward(params, feat), self.cont(params, feat)
 
   # ------------------------------------------------------------------ heads
   def reward(self, params, feat: jax.Array) -> jax.Array:

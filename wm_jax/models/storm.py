@@ -39,8 +39,8 @@ from wm_jax.core.distributions import TwoHotSymlog, sample_onehot_st, unimix_log
 from wm_jax.core.nets import MLP, PARAM_DTYPE, ConvDecoder, ConvEncoder, Head, dense
 from wm_jax.core.transformer import CausalTransformer
 from wm_jax.envs.base import EnvSpec
-from wm_jax.models.rssm import (DTYPES, clip_action, decode_observation, embed_observation,
-                                encode_action, preprocess_image)
+from wm_jax.models.rssm import (DTYPES, clip_action, decode_observation, decoded_observation,
+                                embed_observation, encode_action, preprocess_image)
 
 State = dict  # 'deter' h [..., D], 'stoch' z [..., S*K]; imagination starts add 'cache'.
 sg = jax.lax.stop_gradient
@@ -330,11 +330,8 @@ class StormModel:
                         method=StormNet.token)
     cache, h = self._apply(params, sim["cache"], token, method=StormNet.step)
     stoch = self._sample_prior(params, h, key)
-    obs = self._apply(params, stoch, method=StormNet.decode)
-    if "image" in obs:
-      obs["image"] = jnp.clip(obs["image"] + 0.5, 0.0, 1.0)
-    if "vector" in obs:
-      obs["vector"] = losses.symexp(obs["vector"])
+    obs = decoded_observation(self._apply(params, stoch, method=StormNet.decode),
+                              symlog_vector=True)
     feat = jnp.concatenate([h, stoch], -1)
     return ({"cache": cache, "stoch": stoch}, obs, self.reward(params, feat),
             self.cont(params, feat))

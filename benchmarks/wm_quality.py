@@ -1,0 +1,184 @@
+"""One table that compares world models of every family on the same offline data:
+
+  python -m benchmarks.wm_quality --datasets=data/breakout_random,data/vizdoom_hg_random \\
+      --methods=dreamerv3,storm,iris,diamond --minutes=6 --out=runs/wm_quality
+
+For each dataset (written by experiments.collect) and each row (a method, its config variant,
+`--set` overrides and `--ablate` values), the method's world model (WORLD_MODEL_BUILDERS:
+the RSSM of Dreamer V1-V3 / PlaNet, STORM, IRIS, DIAMOND) trains offline on the dataset's
+training episodes for the same budget, `--minutes` of wall clock or `--updates`, whichever
+ends first (both recorded), through wm_jax.offline.train: it checkpoints and resumes, so a
+killed benchmark reruns to where it stopped and a finished row is loaded, not retrained. Then
+every model is evaluated on the *same* held-out windows: `--context` real frames (default:
+the longest context of the rows, so that every model sees the frames the others see) and
+`--horizon` frames generated open loop under the real actions (wm_jax.offline.evaluate):
+PSNR and SSIM per step, reward (sign accuracy, squared error) and end accuracy, action
+sensitivity (the same rollout under other actions), frames/s at batch 1 and `--eval_batch`,
+parameters, training time, and the memory of one update and one rollout (XLA's compiled
+memory analysis: arguments, outputs and temporaries). The copy-last-frame and mean-frame
+baselines are rows of the table.
+
+`--budget=cpu` (default) shrinks every model to a size that trains in minutes on a 2-core CPU
+(wm_jax/quality.py's CPU_BUDGET; the overrides are printed in the report); `--budget=paper`
+keeps each config's defaults (a GPU budget). `--ablate=method:field=v1,v2,...` adds one row
+per value, DWM Table 3 style: fields that only change sampling (SAMPLING_FIELDS: denoising
+steps, Euler vs Heun, CFG weight) reuse the trained model; any other field (frame-stack vs
+cross-attention, IRIS's tokens per frame, STORM's training context `run.batch_length`) trains
+its own.
+
+Writes, per dataset, <out>/<dataset>/: table.md, table.csv, table.tex, per_step.csv,
+psnr.png (PSNR and SSIM against the open-loop step, one curve per row) and strip.png (real
+and generated frames of one held-out window, one row per model), and <out>/results.json with
+every figure. FID, FVD and LPIPS are not computed: they need pretrained networks that cannot
+be downloaded here, and the tables say so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from wm_jax import offline
+from wm_jax.agents import make_world_model
+from wm_jax.dataset import Dataset, env_spec, load_dataset
+from wm_jax.errors import RunConfigError, UserError
+from wm_jax.quality import (FRAMES, Row, apply_override, budget_overrides, check_dataset_frames,
+                            make_rows, write_report)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("datasets", None, "Dataset folders written by experiments.collect; each gets "
+                  "its own table.")
+flags.DEFINE_list("methods", ["dreamerv3", "storm", "iris", "diamond"],
+                  "Rows: method[:variant] (variant default: atari100k).")
+flags.DEFINE_string("out", None, "Output folder (created; reruns resume and reuse it).")
+flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: CPU_BUDGET's small models; "
+                  "paper: each config's defaults.")
+flags.DEFINE_float("minutes", 5.0, "Training wall clock per model (0: no limit).")
+flags.DEFINE_integer("updates", 1_000_000, "Training updates per model, at most.")
+flags.DEFINE_multi_string("set", [], "method:field=value, a config override for every row of "
+                          "that method (e.g. diamond:agent.denoiser.cfg_weight=1.0).")
+flags.DEFINE_multi_string("ablate", [], "method:field=v1,v2,...: one row per value.")
+flags.DEFINE_integer("context", 0, "Real frames before the rollout (0: the rows' longest).")
+flags.DEFINE_integer("horizon", 15, "Frames generated open loop per window.")
+flags.DEFINE_integer("eval_windows", 64, "Held-out windows evaluated (at most).")
+flags.DEFINE_integer("eval_batch", 16, "Windows generated together (the imagination batch "
+                     "of the frames/s column).")
+flags.DEFINE_float("holdout", 0.1, "Fraction of each dataset's episodes held out.")
+flags.DEFINE_integer("seed", 0, "Seed of every model.")
+flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
+
+def row_config(row: Row, budget: str, sampling: bool = True):
+  """The ml_collections config of a row: its method's config file and variant, the budget's
+  overrides, then the row's (training, and sampling ones if `sampling`)."""
+  module = importlib.import_module(f"experiments.configs.{row.method}")
+  variants = getattr(module, "VARIANTS", None)
+  if variants is not None and row.variant not in variants:
+    raise RunConfigError(f"--methods: {row.method} has no variant {row.variant!r}; its "
+                         f"variants are {', '.join(variants)}.")
+  config = module.get_config(row.variant)
+  overrides = budget_overrides(row.method, budget) + row.fixed + row.train_overrides
+  if sampling:
+    overrides += row.sample_overrides
+  with config.unlocked():
+    for text in overrides:
+      apply_override(config, text)
+  config.seed = FLAGS.seed
+  return config
+
+
+def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int) -> dict:
+  """Trains (or resumes) the row's world model in `workdir` and evaluates it; the result is
+  cached in <workdir>/quality_<key>.json (key: sampling overrides, updates, evaluation flags) so
+  that a rerun of a finished row loads it."""
+  config = row_config(row, FLAGS.budget, sampling=False)
+  world_model, state, counters, held_out, finished = offline.train(
+      config, dataset, workdir, FLAGS.updates, FLAGS.holdout, checkpoint_every=200,
+      log_every=50, progress=FLAGS.progress, max_minutes=FLAGS.minutes)
+  if not finished:
+    sys.exit("stopped by a signal; rerun the same command to resume.")
+  cache = os.path.join(workdir, "quality_" + re.sub(
+      r"[^A-Za-z0-9_.=-]+", "_", "__".join(row.sample_overrides + (
+          f"u{counters['updates']}", f"c{context}", f"h{FLAGS.horizon}",
+          f"w{FLAGS.eval_windows}", f"b{FLAGS.eval_batch}"))) + ".json")
+  if os.path.exists(cache):
+    with open(cache) as f:
+      saved = json.load(f)
+    with np.load(cache[:-5] + ".npz") as frames:
+      return {**saved, **{k: frames[k] for k in FRAMES}}
+  if row.sample_overrides:
+    config = row_config(row, FLAGS.budget)
+    world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))
+  results = offline.evaluate(config, world_model, state, dataset, held_out, FLAGS.horizon,
+                             FLAGS.eval_windows, FLAGS.eval_batch, context)
+  results["update_bytes"] = offline.update_memory(world_model, state, dataset,
+                                                  config.run.batch_size, config.run.batch_length,
+                                                  counters["updates"])
+  results.update(updates=counters["updates"], train_seconds=counters["wall_seconds"],
+                 label=row.label, overrides=list(budget_overrides(row.method, FLAGS.budget)
+                                                 + row.overrides))
+  frames = {"frames": results["frames"][0], "real": results["real"][0],
+            "last_context": results["last_context"][0]}   # the strip's window
+  np.savez_compressed(cache[:-5] + ".npz", **frames)
+  summary = {k: _jsonable(v) for k, v in results.items() if k not in FRAMES}
+  with open(cache + ".tmp", "w") as f:
+    json.dump(summary, f)
+  os.replace(cache + ".tmp", cache)   # written last: a rerun trusts only a complete result
+  return {**summary, **frames}
+
+
+def _jsonable(value):
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  return value
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if not FLAGS.datasets or not FLAGS.out:
+      raise RunConfigError("--datasets and --out are required, e.g. "
+                           "--datasets=data/breakout_random --out=runs/wm_quality.")
+    for name in ("horizon", "eval_windows", "eval_batch", "updates"):
+      if getattr(FLAGS, name) <= 0:
+        raise RunConfigError(f"--{name}={getattr(FLAGS, name)} must be positive.")
+    rows = make_rows(FLAGS.methods, FLAGS.set, FLAGS.ablate)
+    configs = [row_config(row, FLAGS.budget) for row in rows]   # bad overrides fail here
+    datasets = [load_dataset(d) for d in FLAGS.datasets]
+    for dataset in datasets:
+      check_dataset_frames(dataset)
+    hardware = offline.hardware()
+    budget = (f"{FLAGS.budget} sizes, {FLAGS.minutes:g} min of training wall clock (compile "
+              f"included) or {FLAGS.updates:,} updates per model, whichever ends first"
+              if FLAGS.minutes else f"{FLAGS.budget} sizes, {FLAGS.updates:,} updates per model")
+    everything = {"hardware": hardware, "budget": FLAGS.budget, "minutes": FLAGS.minutes,
+                  "updates": FLAGS.updates, "horizon": FLAGS.horizon, "datasets": {}}
+    for dataset in datasets:
+      spec = env_spec(dataset.spec)
+      context = FLAGS.context or max(make_world_model(c.method, c.agent, spec).context_length
+                                     for c in configs)
+      name = os.path.basename(os.path.normpath(dataset.directory))
+      out_dir = os.path.join(FLAGS.out, name)
+      os.makedirs(out_dir, exist_ok=True)
+      results = [evaluate_row(row, dataset, os.path.join(out_dir, "runs", row.train_name),
+                              context) for row in rows]
+      print(write_report(out_dir, dataset, results, budget, hardware))
+      print(f"report: {out_dir}")
+      everything["datasets"][name] = [{k: v for k, v in r.items() if k not in FRAMES}
+                                      for r in results]
+    with open(os.path.join(FLAGS.out, "results.json"), "w") as f:
+      json.dump(everything, f, indent=1)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)
