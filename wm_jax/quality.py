@@ -208,6 +208,9 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
 
 
 BASELINES = (("copy last frame", "copy_last"), ("mean frame", "mean_frame"))
+REWARD_NOTE = ("Reward sign accuracy compares -1/0/+1 classes (|r| < 0.5 is 0); reward MSE is "
+               "against the dataset's raw reward, of which IRIS and DIAMOND predict the sign "
+               "only (their papers train on clipped rewards).")
 
 
 def _mib(size: int):
@@ -253,7 +256,7 @@ def write_report(out_dir: str, dataset: Dataset, results: list[dict], budget: st
           f"{r0['windows']} held-out windows of {r0['context']} real frames, then {horizon} "
           f"generated open loop under the real actions. Budget: {budget}, on {hardware}. "
           f"Memory: XLA's compiled memory analysis of one update and of one rollout at batch "
-          f"{r0['batch']}. {offline.SENSITIVITY_NOTE} {offline.METRIC_GAP}\n\n"
+          f"{r0['batch']}. {offline.SENSITIVITY_NOTE} {REWARD_NOTE} {offline.METRIC_GAP}\n\n"
           f"Overrides per model:\n"
           + "".join(f"- {r['label']}: {', '.join(r['overrides']) or 'none'}\n" for r in results))
   md = tables.markdown(headers, rows) + note
