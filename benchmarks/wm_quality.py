@@ -57,8 +57,8 @@ flags.DEFINE_list("datasets", None, "Dataset folders written by experiments.coll
 flags.DEFINE_list("methods", ["dreamerv3", "storm", "iris", "diamond"],
                   "Rows: method[:variant] (variant default: atari100k).")
 flags.DEFINE_string("out", None, "Output folder (created; reruns resume and reuse it).")
-flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: CPU_BUDGET's small models; "
-                  "paper: each config's defaults.")
+flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: the small models of "
+                  "wm_jax/quality.py's CPU_BUDGET; paper: each config's defaults.")
 flags.DEFINE_float("minutes", 5.0, "Training wall clock per model (0: no limit).")
 flags.DEFINE_integer("updates", 1_000_000, "Training updates per model, at most.")
 flags.DEFINE_multi_string("set", [], "method:field=value, a config override for every row of "
@@ -72,6 +72,7 @@ flags.DEFINE_integer("eval_batch", 16, "Windows generated together (the imaginat
 flags.DEFINE_float("holdout", 0.1, "Fraction of each dataset's episodes held out.")
 flags.DEFINE_integer("seed", 0, "Seed of every model.")
 flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
+
 
 def row_config(row: Row, budget: str, sampling: bool = True):
   """The ml_collections config of a row: its method's config file and variant, the budget's
@@ -150,6 +151,8 @@ def main(argv):
     for name in ("horizon", "eval_windows", "eval_batch", "updates"):
       if getattr(FLAGS, name) <= 0:
         raise RunConfigError(f"--{name}={getattr(FLAGS, name)} must be positive.")
+    if FLAGS.minutes < 0:
+      raise RunConfigError(f"--minutes={FLAGS.minutes} must be >= 0 (0: no wall-clock limit).")
     rows = make_rows(FLAGS.methods, FLAGS.set, FLAGS.ablate)
     configs = [row_config(row, FLAGS.budget) for row in rows]   # bad overrides fail here
     datasets = [load_dataset(d) for d in FLAGS.datasets]
