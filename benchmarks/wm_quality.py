@@ -29,8 +29,10 @@ its own.
 Writes, per dataset, <out>/<dataset>/: table.md, table.csv, table.tex, per_step.csv,
 psnr.png (PSNR and SSIM against the open-loop step, one curve per row) and strip.png (real
 and generated frames of one held-out window, one row per model), and <out>/results.json with
-every figure. FID, FVD and LPIPS are not computed: they need pretrained networks that cannot
-be downloaded here, and the tables say so.
+every figure. `--lpips_weights=lpips_vgg16.npz` adds LPIPS per step and
+`--fid_weights=fid_inception.npz` FID over all generated frames, for every row and baseline
+(both converted from the PyTorch files by `python -m experiments.convert_weights`). FVD is not
+computed (I3D is not ported), and the tables say which metrics they lack.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ flags.DEFINE_integer("eval_batch", 16, "Windows generated together (the imaginat
                      "of the frames/s column).")
 flags.DEFINE_float("holdout", 0.1, "Fraction of each dataset's episodes held out.")
 flags.DEFINE_integer("seed", 0, "Seed of every model.")
+flags.DEFINE_string("lpips_weights", None, "LPIPS (VGG16) weights as .npz (python -m "
+                    "experiments.convert_weights): adds LPIPS columns.")
+flags.DEFINE_string("fid_weights", None, "FID Inception weights as .npz (python -m "
+                    "experiments.convert_weights): adds a FID column.")
 flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
 
 
@@ -93,10 +99,11 @@ def row_config(row: Row, budget: str, sampling: bool = True):
   return config
 
 
-def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int) -> dict:
-  """Trains (or resumes) the row's world model in `workdir` and evaluates it; the result is
-  cached in <workdir>/quality_<key>.json (key: sampling overrides, updates, evaluation flags) so
-  that a rerun of a finished row loads it."""
+def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
+                 perceptual: offline.PerceptualMetrics) -> dict:
+  """Trains (or resumes) the row's world model in `workdir` and evaluates it (with the
+  `perceptual` metrics); the result is cached in <workdir>/quality_<key>.json (key: sampling overrides,
+  updates, evaluation flags) so that a rerun of a finished row loads it."""
   config = row_config(row, FLAGS.budget, sampling=False)
   world_model, state, counters, held_out, finished = offline.train(
       config, dataset, workdir, FLAGS.updates, FLAGS.holdout, checkpoint_every=200,
@@ -106,7 +113,9 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int) -> dict
   cache = os.path.join(workdir, "quality_" + re.sub(
       r"[^A-Za-z0-9_.=-]+", "_", "__".join(row.sample_overrides + (
           f"u{counters['updates']}", f"c{context}", f"h{FLAGS.horizon}",
-          f"w{FLAGS.eval_windows}", f"b{FLAGS.eval_batch}"))) + ".json")
+          f"w{FLAGS.eval_windows}", f"b{FLAGS.eval_batch}")
+      + (("lpips",) if perceptual.lpips else ()) + (("fid",) if perceptual.fid_features else ())))
+      + ".json")
   if os.path.exists(cache):
     with open(cache) as f:
       saved = json.load(f)
@@ -116,7 +125,7 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int) -> dict
     config = row_config(row, FLAGS.budget)
     world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))
   results = offline.evaluate(config, world_model, state, dataset, held_out, FLAGS.horizon,
-                             FLAGS.eval_windows, FLAGS.eval_batch, context)
+                             FLAGS.eval_windows, FLAGS.eval_batch, context, perceptual)
   results["update_bytes"] = offline.update_memory(world_model, state, dataset,
                                                   config.run.batch_size, config.run.batch_length,
                                                   counters["updates"])
@@ -158,6 +167,7 @@ def main(argv):
     datasets = [load_dataset(d) for d in FLAGS.datasets]
     for dataset in datasets:
       check_dataset_frames(dataset)
+    perceptual = offline.load_perceptual(FLAGS.lpips_weights, FLAGS.fid_weights)
     hardware = offline.hardware()
     budget = (f"{FLAGS.budget} sizes, {FLAGS.minutes:g} min of training wall clock (compile "
               f"included) or {FLAGS.updates:,} updates per model, whichever ends first"
@@ -172,8 +182,8 @@ def main(argv):
       out_dir = os.path.join(FLAGS.out, name)
       os.makedirs(out_dir, exist_ok=True)
       results = [evaluate_row(row, dataset, os.path.join(out_dir, "runs", row.train_name),
-                              context) for row in rows]
-      print(write_report(out_dir, dataset, results, budget, hardware))
+                              context, perceptual) for row in rows]
+      print(write_report(out_dir, dataset, results, budget, hardware, perceptual))
       print(f"report: {out_dir}")
       everything["datasets"][name] = [{k: v for k, v in r.items() if k not in FRAMES}
                                       for r in results]

@@ -6,7 +6,10 @@
 The env (suite, task, protocol card, number of envs) comes from `--config`'s `env` section.
 `--policy=random` (the default) acts uniformly at random; `--policy=RUN_DIR` acts with the
 agent of a run of `experiments.train` (its config.json and latest checkpoint), sampling its
-actions (`--explore`, the default) or taking its evaluation actions (`--noexplore`).
+actions (`--explore`, the default) or taking its evaluation actions (`--noexplore`);
+`--policy=OUT/controller_dream.pkl` acts with a World Models controller of
+`experiments.world_models` (with `controller.explore_std` Gaussian action noise under
+`--explore`).
 
 Rerunning the same command resumes: the dataset keeps its complete shards and collection goes
 on until it holds `--steps` steps (new env seeds, so no episode repeats). A dataset of another
@@ -22,26 +25,25 @@ import sys
 
 import jax
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
-from tqdm import tqdm
 
 from experiments.config_files import parse_flags
 from wm_jax.agents import make_agent
+from wm_jax.agents.world_models import load_controller_policy
 from wm_jax.checkpoint import Checkpointer
-from wm_jax.dataset import DatasetWriter, EpisodeSplitter, dataset_spec
+from wm_jax.dataset import DatasetWriter, collect_episodes, dataset_spec
 from wm_jax.envs import make_env, protocol_card
 from wm_jax.errors import RunConfigError, UserError
-from wm_jax.replay import to_stored
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose `env` section names the env: "
     "experiments/configs/<method>.py:<variant>.", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Dataset folder (created, or resumed if it exists).")
 _STEPS = flags.DEFINE_integer("steps", 10_000, "Steps the dataset holds when done.")
-_POLICY = flags.DEFINE_string("policy", "random", "'random', or a run directory of "
-                              "experiments.train whose agent acts.")
+_POLICY = flags.DEFINE_string("policy", "random", "'random', a run directory of "
+                              "experiments.train whose agent acts, or a controller file of "
+                              "experiments.world_models (controller_dream.pkl).")
 _EXPLORE = flags.DEFINE_bool("explore", True, "Sample the agent's actions (else its eval mode).")
 _SHARD_STEPS = flags.DEFINE_integer("shard_steps", 10_000, "Steps per shard file (at least).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the envs and the policy.")
@@ -61,10 +63,13 @@ def load_policy(policy: str, spec, seed: int):
   checkpoint (one sentence if the run cannot act in an env of `spec`)."""
   if policy == "random":
     return make_agent("random", None, spec), {}, "random"
+  if os.path.isfile(policy):
+    return load_controller_policy(policy, spec)
   path = os.path.join(policy, "config.json")
   if not os.path.exists(path):
     raise RunConfigError(f"--policy={policy} is neither 'random' nor a run directory of "
-                         f"experiments.train (no config.json there): pass one of those.")
+                         f"experiments.train (no config.json there) nor a controller file of "
+                         f"experiments.world_models: pass one of those.")
   with open(path) as f:
     run_config = ml_collections.ConfigDict(_as_tuples(json.load(f)))
   agent = make_agent(run_config.method, run_config.agent, spec)
@@ -85,34 +90,6 @@ def load_policy(policy: str, spec, seed: int):
           f"{have.shape} in the run, {want.shape} here): collect with the env the run trained "
           f"on.")
   return agent, state, f"{run_config.method} run {os.path.abspath(policy)} at step {step}"
-
-
-def collect(env, agent, state, writer: DatasetWriter, steps: int, seed: int, policy: str,
-            explore: bool, progress: bool = True) -> None:
-  """Steps `env` with `agent` and hands whole episodes to `writer` until it holds `steps`."""
-  act = jax.jit(agent.act, static_argnums=4)
-  splitter = EpisodeSplitter(env.num_envs)
-  key = jax.random.PRNGKey(seed)
-  step = env.reset()
-  carry = agent.initial_carry(env.num_envs)
-  action = np.zeros((env.num_envs,) + env.spec.act.shape, env.spec.act.dtype)
-  obs_keys = list(env.spec.obs) + ["reward", "is_first", "is_last", "is_terminal"]
-  bar = tqdm(total=steps, initial=writer.steps, unit="step", disable=not progress,
-             mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"collect {env.task}")
-  written = writer.steps
-  while writer.steps < steps:
-    stored = jax.device_get(to_stored(step, action, env.spec))
-    for episode in splitter.add(stored):
-      writer.add_episode(episode, policy, seed)
-    if writer.steps + writer.pending_steps >= steps:
-      writer.flush(policy, seed)
-    bar.update(writer.steps - written)
-    written = writer.steps
-    key, act_key = jax.random.split(key)
-    action, carry = act(state, carry, {k: step[k] for k in obs_keys}, act_key, explore)
-    action = np.asarray(action)
-    step = env.step(action)
-  bar.close()
 
 
 def main(argv):
@@ -138,8 +115,8 @@ def main(argv):
                        **config.env.protocol)
         print(f"resuming {_OUT.value} at {writer.steps:,} steps", file=sys.stderr)
       agent, state, policy = load_policy(_POLICY.value, env.spec, seed)
-      collect(env, agent, state, writer, _STEPS.value, seed, policy, _EXPLORE.value,
-              _PROGRESS.value)
+      collect_episodes(env, agent, state, writer, _STEPS.value, seed, policy,
+                       _EXPLORE.value, _PROGRESS.value)
     finally:
       env.close()
   except UserError as e:

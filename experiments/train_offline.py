@@ -10,7 +10,9 @@ generates `--horizon` frames open loop under the real actions: per-step PSNR and
 the real frames (beside the copy-last-frame and mean-frame baselines), reward-sign and end
 accuracy, frames/s at batch 1 and `--eval_batch`, and the parameter count, written to
 <workdir>/eval/update_<N>/ (table.md, table.csv, per_step.csv, results.json, psnr.png,
-strip.png). `--max_minutes` bounds training by wall clock instead (both are recorded).
+strip.png); `--lpips_weights` and `--fid_weights` add LPIPS and FID (weights converted by
+experiments.convert_weights). `--max_minutes` bounds training by wall clock instead (both are
+recorded).
 Rerunning the same command resumes training (a higher --updates extends it); a finished run's
 report is never overwritten. Methods with an offline world model: dreamerv1-3 and planet
 (the RSSM), storm, iris, diamond. benchmarks.wm_quality compares them on the same data.
@@ -44,6 +46,10 @@ _WINDOWS = flags.DEFINE_integer("eval_windows", 64, "Held-out windows evaluated 
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch", 16, "Windows generated together.")
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 500, "Updates between checkpoints.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 100, "Updates per metrics.jsonl line.")
+_LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS (VGG16) weights as .npz (python -m "
+                             "experiments.convert_weights): adds LPIPS to the report.")
+_FID = flags.DEFINE_string("fid_weights", None, "FID Inception weights as .npz (python -m "
+                           "experiments.convert_weights): adds FID to the report.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 flags.mark_flags_as_required(["config", "dataset", "workdir"])
 
@@ -59,6 +65,7 @@ def main(argv):
       if value <= 0:
         raise RunConfigError(f"--{name}={value} must be positive.")
     dataset = load_dataset(_DATASET.value)
+    perceptual = offline.load_perceptual(_LPIPS.value, _FID.value)   # bad weights fail here
     world_model, state, counters, held_out, finished = offline.train(
         config, dataset, _WORKDIR.value, _UPDATES.value, _HOLDOUT.value, _CKPT_EVERY.value,
         _LOG_EVERY.value, _PROGRESS.value, _MAX_MINUTES.value)
@@ -70,10 +77,11 @@ def main(argv):
                            f"{counters['updates']:,} updates: raise --updates (or --max_minutes) "
                            f"to train on, or move that folder aside to evaluate again.")
     results = offline.evaluate(config, world_model, state, dataset, held_out, _HORIZON.value,
-                               _WINDOWS.value, _EVAL_BATCH.value)
+                               _WINDOWS.value, _EVAL_BATCH.value, perceptual=perceptual)
     architecture = config.agent.get("denoiser", {}).get("architecture")
     name = f"{config.method}:{config.variant}" + (f" {architecture}" if architecture else "")
-    print(offline.write_report(out_dir, name, results, counters, offline.hardware()))
+    print(offline.write_report(out_dir, name, results, counters, offline.hardware(),
+                               perceptual))
     print(f"report: {out_dir}")
   except UserError as e:
     sys.exit(f"error: {e}")

@@ -7,22 +7,27 @@
 
 trains V (the VAE) and M (the MDN-RNN) on the dataset, then evolves the controller C with
 CMA-ES twice, entirely inside M's dream and in the real env, and scores both and the random
-policy in the real env (`eval_episodes` full episodes each). Writes into --out: vae.msgpack,
-rnn.msgpack, controller_{dream,real}.pkl (CMA-ES state after each generation), and the report
-world_models.json / world_models.md with the real env steps each controller used, the CMA-ES
-generations per second, evolution.png (fitness per generation) and frames.png (a strip of real
-vs V-reconstructed vs dreamed frames under the real actions).
+policy in the real env (`eval_episodes` full episodes each). Writes into --out: config.json,
+vae.msgpack, rnn.msgpack, controller_{dream,real}.pkl (CMA-ES state after each generation),
+and the report world_models.json / world_models.md with the real env steps each controller
+used, the CMA-ES generations per second, evolution.png (fitness per generation) and frames.png
+(a strip of real vs V-reconstructed vs dreamed frames under the real actions).
+
+`--config.iterate.rounds=R` adds R rounds of the paper's iterative training procedure (sec. 5):
+round r collects `iterate.steps` real steps with round r-1's dream-trained C (plus
+`controller.explore_std` action noise) into --out/round<r>/data, trains M further on all the
+data so far, and evolves C in the new dream from the last C; V stays the one trained on the
+random rollouts. Every round's C is scored in the real env.
 
 Rerunning the command resumes: finished phases are loaded, an evolution goes on from its last
-generation. A file that cannot be read is reported in one sentence and never overwritten.
-"""
+generation, a round's collection from its last shard. A file that cannot be read is reported in
+one sentence and never overwritten."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 
 import flax.serialization
 import jax
@@ -34,7 +39,7 @@ from tqdm import tqdm
 
 from experiments.config_files import parse_flags
 from wm_jax.agents import world_models as wmod
-from wm_jax.dataset import load_dataset
+from wm_jax.dataset import DatasetWriter, collect_episodes, concatenate_datasets, load_dataset
 from wm_jax.envs import make_env
 from wm_jax.errors import RunConfigError, UserError
 from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn
@@ -57,12 +62,7 @@ def _progress(desc: str):
 def load_or_train(path: str, template, train_fn):
   """Params saved at `path` (flax msgpack), or train_fn() -> (params, history) saved there with its history as JSON; an unreadable file is one sentence, never overwritten."""
   if os.path.exists(path):
-    try:
-      with open(path, "rb") as f:
-        return flax.serialization.from_bytes(template, f.read())
-    except Exception as e:
-      raise RunConfigError(f"{path} cannot be read ({type(e).__name__}): move it away to "
-                           f"train that phase again.") from None
+    return wmod.read_params(path, template)
   params, history = train_fn()
   with open(path + ".tmp", "wb") as f:
     f.write(flax.serialization.to_bytes(params))
@@ -118,15 +118,40 @@ def evolution_plot(results: dict, path: str) -> None:
     ax.plot(gens, [h["mean"] for h in res["history"]], label="population mean")
     ax.plot(gens, [h["best"] for h in res["history"]], label="best")
     ax.set(title=f"CMA-ES in the {name}", xlabel="generation",
-           ylabel=f"{'dreamed' if name == 'dream' else 'real'} return")
+           ylabel=f"{'dreamed' if name.startswith('dream') else 'real'} return")
     ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
 
 
+def policy_name(label: str) -> str:
+  """'dream' -> 'dream-trained C'; 'dream round 2' -> 'dream-trained C, round 2'."""
+  where, _, round_ = label.partition(" ")
+  return f"{where}-trained C" + (f", {round_}" if round_ else "")
+
+
+def collect_round(config, controller_file: str, folder: str, spec: dict, seed: int):
+  """The real rollouts of one round of the iterative procedure (sec. 5, step 2): the previous
+  round's dream-trained C, with `controller.explore_std` action noise, for `iterate.steps`
+  steps into folder/data (resumed if a run was stopped); returns that dataset."""
+  data_dir = os.path.join(folder, "data")
+  writer = DatasetWriter(data_dir, spec, config.iterate.steps)
+  if writer.steps < config.iterate.steps:
+    env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
+                   **dict(config.env.protocol))
+    try:
+      agent, state, name = wmod.load_controller_policy(controller_file, env.spec)
+      collect_episodes(env, agent, state, writer, config.iterate.steps, seed, name, True,
+                       _PROGRESS.value)
+    finally:
+      env.close()
+  return load_dataset(data_dir)
+
+
 def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
-  """The three phases (loading what `out` already holds), the real-env scores and the report."""
+  """The three phases (loading what `out` already holds), `iterate.rounds` rounds of the
+  iterative procedure, the real-env scores and the report."""
   for name in controllers:
     if name not in ("dream", "real"):
       raise RunConfigError(f"--controllers={name} is not one of dream, real.")
@@ -134,64 +159,82 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
   if config.controller.dream_start not in ("first", "any"):
     raise RunConfigError(f"controller.dream_start={config.controller.dream_start!r} is not one "
                          f"of first, any.")
+  if config.iterate.rounds and "dream" not in controllers:
+    raise RunConfigError(f"iterate.rounds={config.iterate.rounds} collects with the "
+                         f"dream-trained C: add dream to --controllers or set "
+                         f"--config.iterate.rounds=0.")
   dataset = load_dataset(dataset_dir)
   action_size = wmod.check_dataset(dataset)
   os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, wmod.CONFIG_FILE + ".tmp"), "w") as f:
+    f.write(config.to_json(indent=1))
+  os.replace(os.path.join(out, wmod.CONFIG_FILE + ".tmp"), os.path.join(out, wmod.CONFIG_FILE))
   key = jax.random.PRNGKey(config.seed)
-  steps = dataset.steps
   vae = VAENet(config.vae.z_size, config.vae.depth)
-  vae_template = vae.init(key, steps["image"][:1])
+  vae_template = vae.init(key, dataset.steps["image"][:1])
   vae_params = load_or_train(
       os.path.join(out, "vae.msgpack"), vae_template,
-      lambda: wmod.train_vae(vae, vae_template, steps["image"], config.vae,
+      lambda: wmod.train_vae(vae, vae_template, dataset.steps["image"], config.vae,
                              jax.random.fold_in(key, 1), _progress("V (VAE)")))
-  mu, log_sigma = wmod.encode_frames(vae, vae_params, steps["image"])
   rnn = make_mdnrnn(config.rnn)
-  rnn_template = rnn.init(key, action_size)
-  rnn_params = load_or_train(
-      os.path.join(out, "rnn.msgpack"), rnn_template,
-      lambda: wmod.train_rnn(rnn, rnn_template, steps, mu, log_sigma, dataset.episode_starts,
-                             config.rnn, jax.random.fold_in(key, 2), _progress("M (MDN-RNN)")))
-
+  rnn_params = rnn.init(key, action_size)
   c = config.controller
   dim = wmod.controller_size(config.vae.z_size, config.rnn.units, action_size)
   env_kwargs = dict(config.env.protocol)
-  results, env = {}, None
-  for name in controllers:
-    if name == "dream":
-      starts = wmod.dream_start_latents(mu, dataset.episode_starts, c.dream_start)
-      fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c)
-    else:
-      env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
-                     config.seed + 1000, **env_kwargs)
-      fitness = wmod.make_real_fitness(vae, vae_params, rnn, rnn_params, env, c.rollouts,
-                                       c.max_steps)
-    results[name] = wmod.evolve(fitness, dim, c,
-                                jax.random.fold_in(key, 3 if name == "dream" else 4),
-                                os.path.join(out, f"controller_{name}.pkl"),
-                                _progress(f"C in the {name}"))
-  if env is not None:
-    env.close()
+  results, datasets, memory, data_steps = {}, [dataset], {}, {}
+  for round_ in range(config.iterate.rounds + 1):
+    folder = os.path.join(out, f"round{round_}") if round_ else out
+    suffix = f" round {round_}" if round_ else ""
+    if round_:   # step 2: real rollouts of the last dream-trained C; M goes on from its params
+      previous = os.path.join(out, f"round{round_ - 1}") if round_ > 1 else out
+      datasets.append(collect_round(config, os.path.join(previous, "controller_dream.pkl"),
+                                    folder, dataset.spec, config.seed + 3000 * round_))
+    data = concatenate_datasets(datasets)
+    mu, log_sigma = wmod.encode_frames(vae, vae_params, data.steps["image"])
+    start_params = rnn_params
+    rnn_params = load_or_train(
+        os.path.join(folder, "rnn.msgpack"), start_params,
+        lambda: wmod.train_rnn(rnn, start_params, data.steps, mu, log_sigma, data.episode_starts,
+                               config.rnn, jax.random.fold_in(key, 2 + 10 * round_),
+                               _progress(f"M (MDN-RNN){suffix}")))
+    for name in controllers if not round_ else ["dream"]:
+      if name == "dream":
+        starts = wmod.dream_start_latents(mu, data.episode_starts, c.dream_start)
+        fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c)
+      else:
+        env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
+                       config.seed + 1000, **env_kwargs)
+        fitness = wmod.make_real_fitness(vae, vae_params, rnn, rnn_params, env, c.rollouts,
+                                         c.max_steps)
+      label = name + suffix
+      start = results[f"dream round {round_ - 1}" if round_ > 1 else "dream"]["mean"] \
+          if round_ else None
+      results[label] = wmod.evolve(
+          fitness, dim, c, jax.random.fold_in(key, (3 if name == "dream" else 4) + 10 * round_),
+          os.path.join(folder, f"controller_{name}.pkl"), _progress(f"C in the {label}"), start)
+      memory[label], data_steps[label] = rnn_params, len(data.steps["is_first"])
+      if name == "real":
+        env.close()
 
   episodes = config.eval_episodes
   env = make_env(config.env.suite, config.env.task, episodes, config.seed + 2000, **env_kwargs)
   limit = env.protocol.time_limit
   scores = {"random": random_returns(env, episodes, limit, config.seed)}
-  for name, res in results.items():
+  for label, res in results.items():
     thetas = np.repeat(res["mean"][None], episodes, 0)
-    scores[f"{name}-trained C"] = wmod.real_returns(vae, vae_params, rnn, rnn_params, thetas,
-                                                    env, limit)[0]
+    scores[policy_name(label)] = wmod.real_returns(vae, vae_params, rnn, memory[label], thetas,
+                                                   env, limit)[0]
   env.close()
   frame_strip(vae, vae_params, rnn, rnn_params,
               dataset.episodes([dataset.num_episodes - 1]), 50, 10, c.temperature,
               jax.random.fold_in(key, 5), os.path.join(out, "frames.png"))
   if results:
     evolution_plot(results, os.path.join(out, "evolution.png"))
-  return report(config, dataset, scores, results, out)
+  return report(config, dataset, scores, results, data_steps, out)
 
 
-def report(config, dataset, scores: dict, results: dict, out: str) -> dict:
-  """world_models.json and world_models.md in `out`: real-env returns per policy, and per controller its CMA-ES run and the real env steps it used (the dataset's plus its evolution's)."""
+def report(config, dataset, scores: dict, results: dict, data_steps: dict, out: str) -> dict:
+  """world_models.json and world_models.md in `out`: real-env returns per policy, and per controller its CMA-ES run and the real env steps it used (those of the data its M learned from, plus its evolution's)."""
   def gens_per_second(history):
     timed = [h["seconds"] for h in history[1:]]   # the first generation compiles
     return round(len(timed) / sum(timed), 3) if timed else None
@@ -212,22 +255,23 @@ def report(config, dataset, scores: dict, results: dict, out: str) -> dict:
           "rollouts_per_candidate": c.rollouts,
           "final_population_mean_fitness": res["history"][-1]["mean"] if res["history"] else None,
           "generations_per_second": gens_per_second(res["history"]),
-          "real_env_steps": int(len(dataset.steps["is_first"]))
-                            + sum(h["env_steps"] for h in res["history"]),
+          "real_env_steps": int(data_steps[name]) + sum(h["env_steps"] for h in res["history"]),
       } for name, res in results.items()},
+      "iterative_rounds": config.iterate.rounds,
       "files": {k: os.path.join(out, k) for k in ("frames.png", "evolution.png")}}
   with open(os.path.join(out, "world_models.json"), "w") as f:
     json.dump(summary, f, indent=1)
   lines = [f"# World Models on {summary['env']} ({config.variant}), {summary['hardware']}", "",
            f"Dataset: {summary['dataset']['episodes']} random episodes, "
-           f"{summary['dataset']['steps']:,} steps. Real-env return over "
-           f"{config.eval_episodes} full episodes:", "",
+           f"{summary['dataset']['steps']:,} steps; {config.iterate.rounds} rounds of the "
+           f"iterative procedure ({config.iterate.steps:,} steps of the last dream-trained C "
+           f"each). Real-env return over {config.eval_episodes} full episodes:", "",
            "| policy | mean return | std | real env steps used |", "|---|---|---|---|"]
+  used = {policy_name(name): ctl["real_env_steps"] for name, ctl in summary["controllers"].items()}
   for name, r in summary["real_env_return"].items():
-    used = summary["controllers"].get(name.split("-")[0], {}).get("real_env_steps", 0)
-    lines.append(f"| {name} | {r['mean']} | {r['std']} | {used:,} |")
+    lines.append(f"| {name} | {r['mean']} | {r['std']} | {used.get(name, 0):,} |")
   for name, ctl in summary["controllers"].items():
-    lines.append(f"\nC in the {name}: {ctl['generations']} CMA-ES generations, population "
+    lines.append(f"\nC in the {'real env' if name == 'real' else name}: {ctl['generations']} CMA-ES generations, population "
                  f"{ctl['population']} x {ctl['rollouts_per_candidate']} rollouts, "
                  f"{ctl['generations_per_second']} generations/s.")
   with open(os.path.join(out, "world_models.md"), "w") as f:

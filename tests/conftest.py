@@ -1,5 +1,6 @@
-"""Shared test settings: CPU JAX, headless MuJoCo, repository root on sys.path, and one
-persistent compilation cache for the session.
+"""Shared test settings: CPU JAX, headless MuJoCo, repository root on sys.path, one
+persistent compilation cache for the session, and seeded LPIPS and FID Inception weights
+(`lpips_weights`, `inception_weights`).
 
 Many tests start `experiments.train` (or train_offline) several times with one config (a run,
 then its resume); the cache lets the later processes load the programs the first compiled
@@ -17,3 +18,55 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wm_jax_test_jit_"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def seeded_lpips_weights(seed: int = 0) -> dict:
+  """Random LPIPS weights in the converter's layout (wm_jax/core/perceptual.py): He-scaled
+  convs, small biases, linear layers in [0, 1)."""
+  from wm_jax.core.perceptual import expected_shapes
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in expected_shapes().items():
+    if key.startswith("lin"):
+      out[key] = rng.uniform(0.0, 1.0, shape).astype(np.float32)
+    elif key.endswith("bias"):
+      out[key] = rng.normal(0.0, 0.01, shape).astype(np.float32)
+    else:
+      out[key] = (rng.normal(0.0, 1.0, shape) * np.sqrt(2.0 / (9 * shape[1]))).astype(np.float32)
+  return out
+
+
+@pytest.fixture(scope="session")
+def lpips_weights(tmp_path_factory) -> str:
+  """Path of a .npz of `seeded_lpips_weights()`."""
+  path = tmp_path_factory.mktemp("lpips") / "seeded.npz"
+  np.savez(path, **seeded_lpips_weights())
+  return str(path)
+
+
+def seeded_inception_weights(seed: int = 0) -> dict:
+  """Random FID Inception weights in the converter's layout (wm_jax/core/fid.py): He-scaled
+  convs, batch-norm scales and variances in [0.5, 1.5), shifts and means around 0."""
+  from wm_jax.core.fid import expected_shapes
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in expected_shapes().items():
+    if key.endswith("conv.weight"):
+      fan_in = shape[1] * shape[2] * shape[3]
+      out[key] = (rng.normal(0, 1, shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    elif key.endswith("bn.weight") or key.endswith("running_var"):
+      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    else:
+      out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
+  return out
+
+
+@pytest.fixture(scope="session")
+def inception_weights(tmp_path_factory) -> str:
+  """Path of a .npz of `seeded_inception_weights()`."""
+  path = tmp_path_factory.mktemp("fid") / "seeded.npz"
+  np.savez(path, **seeded_inception_weights())
+  return str(path)

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from wm_jax.dataset import (DatasetError, DatasetWriter, EpisodeSplitter, dataset_spec,
-                            env_spec, load_dataset, split_episodes)
+from wm_jax.dataset import (DatasetError, DatasetWriter, EpisodeSplitter, concatenate_datasets,
+                            dataset_spec, env_spec, load_dataset, split_episodes)
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,6 +74,22 @@ def test_resume_appends_and_another_spec_is_refused_without_touching_files(tmp_p
   with pytest.raises(DatasetError, match=r"another spec \(env.image_size: 8 vs 16"):
     DatasetWriter(str(tmp_path / "d"), dataset_spec({**CARD, "image_size": 16}, other), 10)
   assert before == {f: open(tmp_path / "d" / f, "rb").read() for f in os.listdir(tmp_path / "d")}
+
+
+def test_datasets_of_one_spec_concatenate_episode_by_episode(tmp_path):
+  _write(tmp_path / "a", [4, 7])
+  _write(tmp_path / "b", [3, 5, 2])
+  a, b = load_dataset(str(tmp_path / "a")), load_dataset(str(tmp_path / "b"))
+  both = concatenate_datasets([a, b])
+  assert both.num_episodes == 5
+  np.testing.assert_array_equal(both.episode_starts, [0, 4, 11, 14, 19, 21])
+  for i, (source, j) in enumerate([(a, 0), (a, 1), (b, 0), (b, 1), (b, 2)]):
+    for k in source.steps:
+      np.testing.assert_array_equal(both.episodes([i])[k], source.episodes([j])[k])
+  assert both.directory == f"{a.directory},{b.directory}"
+  _write(tmp_path / "c", [3], spec=dataset_spec({**CARD, "task": "other"}, SPEC))
+  with pytest.raises(DatasetError, match=r"different specs \(env.task: 't' vs 'other'\)"):
+    concatenate_datasets([a, load_dataset(str(tmp_path / "c"))])
 
 
 def test_a_folder_without_manifest_and_an_unlisted_shard_are_never_overwritten(tmp_path):

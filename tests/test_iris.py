@@ -313,12 +313,30 @@ def test_continuous_actions_and_bfloat16_trace_through_update_and_act():
   assert action.shape == (8, 2) and action.dtype == jnp.float32
 
 
+def test_the_perceptual_term_uses_user_supplied_lpips_weights(lpips_weights):
+  cfg = debug_agent_config()
+  with cfg.unlocked():
+    cfg.tokenizer.lpips_weights = lpips_weights
+  model = IrisLearner(cfg, SPEC).model
+  params = model.init(jax.random.PRNGKey(0))["tokenizer"]
+  frames = replay_batch(B=2)["image"][:, 0]
+  loss, metrics = jax.jit(model.tokenizer_loss)(params, frames)
+  assert float(metrics["perceptual_loss"]) > 0
+  expected = (metrics["codebook_loss"] + cfg.tokenizer.commitment * metrics["commitment_loss"]
+              + metrics["reconstruction_loss"] + metrics["perceptual_loss"])   # IRIS's sum
+  np.testing.assert_allclose(loss, expected, rtol=1e-5)
+  with cfg.unlocked():
+    cfg.tokenizer.lpips_weights = "/nonexistent/lpips.npz"
+  with pytest.raises(RunConfigError, match="LPIPS weights /nonexistent/lpips.npz do not exist: "
+                                           "convert the PyTorch weights"):
+    IrisLearner(cfg, SPEC)
+
+
 def test_impossible_configs_fail_with_one_sentence():
   from wm_jax.agents.iris import check_agent_config
   cases = [
       ("tokens_per_frame", 15, "agent.tokens_per_frame=15 must be a square grid"),
       ("tokens_per_frame", 36, "agent.tokens_per_frame=36 must be a square grid"),
-      ("tokenizer.lpips_weights", "/tmp/vgg.pth", "lpips_weights is not supported yet"),
       ("tokenizer.ch_mult", (1, 2), "ch_mult has 2 levels but tokens_per_frame=16 needs 5"),
       ("actor_critic.wm_context", 5, "wm_context=5 real frames plus one imagined step need "
                                      "102 tokens but the Transformer holds"),

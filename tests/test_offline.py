@@ -16,6 +16,7 @@ import pytest
 
 from wm_jax import offline
 from wm_jax.agents.base import WorldModel
+from wm_jax.core.fid import frechet_distance
 from wm_jax.dataset import Dataset, DatasetError, DatasetWriter, dataset_spec
 from wm_jax.envs.base import ActionSpec
 
@@ -97,6 +98,36 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
   assert out["action_sensitivity"] == [0.0] * 4
 
 
+def test_perceptual_metrics_are_reported_for_the_model_and_both_baselines():
+  data = _stream([20, 20])
+  starts = offline.eval_windows(data, [0, 1], context=2, horizon=4, count=8)
+  windows = offline.gather_windows(data.steps, starts, 6)
+  mean_abs = lambda x, y: jnp.abs(x - y).mean((1, 2, 3))   # stands in for LPIPS
+  colour = lambda images: np.asarray(images).mean((1, 2))   # stands in for Inception: [M, 3]
+  perceptual = offline.PerceptualMetrics("l.npz", "f.npz", mean_abs, colour)
+  out = offline.open_loop(offline.make_rollout(_copy_last_model(2), 2), None, windows, 2,
+                          jax.random.PRNGKey(0), np.full((8, 8, 3), 0.5, np.float32), batch=3,
+                          act=ActionSpec(True, num_actions=3), perceptual=perceptual)
+  real = windows["image"][:, 2:] / 255.0
+  last = np.repeat(windows["image"][:, 1:2] / 255.0, 4, 1)
+  np.testing.assert_allclose(out["copy_last"]["lpips"], np.abs(real - last).mean((0, 2, 3, 4)),
+                             rtol=1e-5)
+  np.testing.assert_allclose(out["model"]["lpips"], out["copy_last"]["lpips"], rtol=1e-6)
+  np.testing.assert_allclose(out["mean_frame"]["lpips"], np.abs(real - 0.5).mean((0, 2, 3, 4)),
+                             rtol=1e-5)
+  # FID over all 8 x 4 frames, in the order of the real ones (it does not depend on it)
+  flat = lambda x: x.reshape(-1, 8, 8, 3)
+  want = frechet_distance(colour(flat(last)), colour(flat(real)))
+  np.testing.assert_allclose(out["copy_last"]["fid"], want, rtol=1e-5)
+  np.testing.assert_allclose(out["model"]["fid"], want, rtol=1e-5)
+  assert offline.frame_metric_names(out) == ("psnr", "ssim", "lpips")
+  said = offline.metric_gap(perceptual)
+  assert "LPIPS is the VGG16 variant" in said and "weights in f.npz" in said
+  assert "FVD is not reported" in said
+  assert offline.metric_gap(offline.PerceptualMetrics()).startswith(
+      "FID, FVD and LPIPS are not reported")
+
+
 def _action_painting_model(num_actions: int) -> WorldModel:
   """A WorldModel whose next frame is gray level action / (num_actions - 1) everywhere."""
   def step(params, sim, action, key):
@@ -147,12 +178,13 @@ def test_compiled_memory_counts_arguments_outputs_and_temporaries():
 
 def _tiny_sprite_dataset(directory, image_size=64):
   """About four 12-step episodes of the real sprite env, written as a dataset."""
-  from experiments.collect import collect, load_policy
+  from wm_jax.agents import make_agent
+  from wm_jax.dataset import collect_episodes
   from wm_jax.envs import make_env, protocol_card
   env = make_env("sprite", "reach", 2, 0, episode_length=11, image_size=image_size)
   writer = DatasetWriter(str(directory), dataset_spec(protocol_card(env), env.spec), 1000)
-  agent, state, name = load_policy("random", env.spec, 0)
-  collect(env, agent, state, writer, 40, 0, name, True, progress=False)
+  collect_episodes(env, make_agent("random", None, env.spec), {}, writer, 40, 0, "random", True,
+                   progress=False)
   env.close()
 
 

@@ -140,6 +140,13 @@ def test_table_has_every_model_then_the_two_baselines():
   assert rows[2][1] == "–" and rows[2][4] == "30.00"
   tex = quality.latex(headers, rows)
   assert tex.startswith("\\begin{tabular}") and "copy last frame" in tex
+  perceptual = [_result("a", 25.0)]
+  for key, fid in (("model", 50.0), ("copy_last", 40.0), ("mean_frame", 300.0)):
+    perceptual[0][key].update(lpips=[0.1, 0.2, 0.3], fid=fid)
+  headers, raw = quality.table_rows(perceptual)
+  assert headers[4:11] == ["PSNR@1", "PSNR@3", "SSIM@1", "SSIM@3", "LPIPS@1", "LPIPS@3",
+                           "FID (all steps)"]
+  assert raw[0][8:11] == [0.1, 0.3, 50.0] and raw[1][8:11] == [0.1, 0.3, 40.0]
 
 
 def _write_dataset(directory, size: int, episodes: int = 4, length: int = 14):

@@ -10,12 +10,13 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from wm_jax.agents import world_models as wmod
 from wm_jax.errors import RunConfigError
-from wm_jax.models.vae_mdnrnn import mdn_log_prob, mdn_sample
+from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn, mdn_log_prob, mdn_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,6 +102,31 @@ def test_cma_es_finds_the_optimum_and_resumes(tmp_path):
     wmod.evolve(fitness, 3, Cfg(), jax.random.PRNGKey(0), path)
 
 
+def test_the_controller_agent_resets_m_at_episode_starts_and_explores_only_when_asked():
+  vae, rnn = VAENet(4, 4), make_mdnrnn(ml_collections.ConfigDict(
+      dict(z_size=4, units=8, mixtures=2)))
+  k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
+  state = {"vae": vae.init(k1, np.zeros((1, 64, 64, 3), np.uint8)), "rnn": rnn.init(k2, 3),
+           "theta": jax.random.normal(k3, (wmod.controller_size(4, 8, 3),))}
+  agent = wmod.controller_agent(vae, rnn, state, 3, explore_std=0.5)
+  assert agent.init(k4) is state
+  images = np.asarray(jax.random.randint(k4, (2, 64, 64, 3), 0, 256), np.uint8)
+  first = {"image": images, "is_first": np.array([True, True])}
+  action, carry = agent.act(state, agent.initial_carry(2), first, k4, False)
+  want_carry, want = wmod.controller_step(vae, state["vae"], rnn, state["rnn"],
+                                          jnp.stack([state["theta"]] * 2), rnn.initial(2), images)
+  np.testing.assert_allclose(action, want, atol=1e-6)
+  np.testing.assert_allclose(carry[1], want_carry[1], atol=1e-6)
+  # env 0 starts a new episode (M reset: the same action again), env 1 goes on from its state
+  again, _ = agent.act(state, carry, {"image": images, "is_first": np.array([True, False])},
+                       k4, False)
+  np.testing.assert_allclose(again[0], action[0], atol=1e-6)
+  assert np.abs(again[1] - action[1]).max() > 1e-4
+  noisy, noisy_carry = agent.act(state, agent.initial_carry(2), first, k4, True)
+  assert np.abs(noisy - action).max() > 0.1 and np.all(np.abs(noisy) <= 1.0)
+  assert np.abs(noisy_carry[1] - carry[1]).max() > 0   # M reads the action actually taken
+
+
 def test_bad_input_gets_one_sentence():
   with pytest.raises(RunConfigError, match="population=30 does not divide over 8 devices: "
                                            "use a multiple of 8"):
@@ -130,16 +156,30 @@ def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
   proc = _run("experiments.collect", config, "--steps=200", f"--out={data}", "--noprogress")
   assert proc.returncode == 0, proc.stderr[-2000:]
   proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
-              "--noprogress")
+              "--noprogress", "--config.iterate.rounds=1")
   assert proc.returncode == 0, proc.stderr[-2000:]
-  for name in ("vae.msgpack", "rnn.msgpack", "controller_dream.pkl", "controller_real.pkl",
-               "frames.png", "evolution.png", "world_models.json", "world_models.md"):
+  for name in ("config.json", "vae.msgpack", "rnn.msgpack", "controller_dream.pkl",
+               "controller_real.pkl", "frames.png", "evolution.png", "world_models.json",
+               "world_models.md", "round1/data/manifest.json", "round1/rnn.msgpack",
+               "round1/controller_dream.pkl"):
     assert os.path.exists(os.path.join(out, name)), name
   summary = json.load(open(os.path.join(out, "world_models.json")))
-  assert set(summary["real_env_return"]) == {"random", "dream-trained C", "real-trained C"}
+  assert set(summary["real_env_return"]) == {"random", "dream-trained C", "real-trained C",
+                                             "dream-trained C, round 1"}
   dream, real = summary["controllers"]["dream"], summary["controllers"]["real"]
   assert dream["real_env_steps"] == summary["dataset"]["steps"]   # the dream uses no env step
   assert real["real_env_steps"] > dream["real_env_steps"]
+  round1 = json.load(open(os.path.join(out, "round1/data/manifest.json")))["shards"]
+  assert "controller_dream.pkl" in round1[0]["policy"]   # collected by round 0's dream C
+  assert summary["controllers"]["dream round 1"]["real_env_steps"] == (
+      dream["real_env_steps"] + sum(shard["steps"] for shard in round1))
+  # experiments.collect acts with any controller file, and refuses other files in one sentence
+  proc = _run("experiments.collect", config, "--steps=50", f"--out={tmp_path / 'by_c'}",
+              "--noprogress", f"--policy={out}/round1/controller_dream.pkl")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  proc = _run("experiments.collect", config, "--steps=50", f"--out={tmp_path / 'no'}",
+              "--noprogress", f"--policy={out}/vae.msgpack")
+  assert "is not a controller file" in proc.stderr and "Traceback" not in proc.stderr
   vae_bytes = open(os.path.join(out, "vae.msgpack"), "rb").read()
   proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
               "--noprogress", "--controllers=dream")            # resumes: nothing retrained

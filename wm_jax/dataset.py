@@ -30,14 +30,17 @@ import hashlib
 import json
 import os
 import re
+import sys
 import zipfile
 from typing import Iterator
 
+import jax
 import numpy as np
+from tqdm import tqdm
 
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import UserError, read_json
-from wm_jax.replay import stored_spec
+from wm_jax.replay import stored_spec, to_stored
 
 FORMAT, VERSION = "wm_jax.trajectories", 1
 MANIFEST = "manifest.json"
@@ -177,6 +180,25 @@ def load_dataset(directory: str) -> Dataset:
                  np.concatenate([starts, ends[-1:]]))
 
 
+def concatenate_datasets(datasets: list[Dataset]) -> Dataset:
+  """One Dataset of several of the same spec, episodes back to back in the given order (its
+  `directory` names them all, joined by commas); one sentence if their specs differ."""
+  first = datasets[0]
+  for other in datasets[1:]:
+    diffs = spec_differences(first.spec, other.spec)
+    if diffs:
+      raise DatasetError(f"Datasets {first.directory} and {other.directory} have different "
+                         f"specs ({'; '.join(diffs[:3])}): combine datasets of one env only.")
+  offsets = np.cumsum([0] + [len(d.steps["is_first"]) for d in datasets[:-1]])
+  starts = [d.episode_starts[:-1] + o for d, o in zip(datasets, offsets)]
+  total = offsets[-1] + len(datasets[-1].steps["is_first"])
+  shards = [shard for d in datasets for shard in d.manifest["shards"]]
+  return Dataset(",".join(d.directory for d in datasets), first.spec,
+                 {"spec": first.spec, "shards": shards},
+                 {k: np.concatenate([d.steps[k] for d in datasets]) for k in first.steps},
+                 np.concatenate(starts + [np.array([total])]))
+
+
 def split_episodes(num_episodes: int, holdout: float) -> tuple[np.ndarray, np.ndarray]:
   """(training, held-out) episode indices: the last ceil(holdout * E) episodes are held out."""
   held = int(np.ceil(holdout * num_episodes))
@@ -277,3 +299,32 @@ class EpisodeSplitter:
       if step["is_last"][i] and steps[0]["is_first"]:
         yield {k: np.stack([s[k] for s in steps]) for k in steps[0]}
         steps.clear()
+
+
+def collect_episodes(env, agent, state, writer: DatasetWriter, steps: int, seed: int,
+                     policy: str, explore: bool, progress: bool = True) -> None:
+  """Steps `env` with `agent` (the Agent contract of wm_jax/agents/base.py) and hands whole
+  episodes to `writer` until it holds `steps`; `policy` names the agent in the manifest."""
+  act = jax.jit(agent.act, static_argnums=4)
+  splitter = EpisodeSplitter(env.num_envs)
+  key = jax.random.PRNGKey(seed)
+  step = env.reset()
+  carry = agent.initial_carry(env.num_envs)
+  action = np.zeros((env.num_envs,) + env.spec.act.shape, env.spec.act.dtype)
+  obs_keys = list(env.spec.obs) + ["reward", "is_first", "is_last", "is_terminal"]
+  bar = tqdm(total=steps, initial=writer.steps, unit="step", disable=not progress,
+             mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"collect {env.task}")
+  written = writer.steps
+  while writer.steps < steps:
+    stored = jax.device_get(to_stored(step, action, env.spec))
+    for episode in splitter.add(stored):
+      writer.add_episode(episode, policy, seed)
+    if writer.steps + writer.pending_steps >= steps:
+      writer.flush(policy, seed)
+    bar.update(writer.steps - written)
+    written = writer.steps
+    key, act_key = jax.random.split(key)
+    action, carry = act(state, carry, {k: step[k] for k in obs_keys}, act_key, explore)
+    action = np.asarray(action)
+    step = env.step(action)
+  bar.close()

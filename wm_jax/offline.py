@@ -26,7 +26,7 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import dm_pix
 import jax
@@ -37,6 +37,8 @@ from tqdm import tqdm
 from wm_jax.agents import make_world_model
 from wm_jax.agents.base import WorldModel
 from wm_jax.checkpoint import Checkpointer
+from wm_jax.core.fid import frechet_distance, make_features
+from wm_jax.core.perceptual import make_lpips
 from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
 from wm_jax.envs.base import ActionSpec
 from wm_jax.errors import NonFiniteLossError, RunConfigError
@@ -44,8 +46,47 @@ from wm_jax.eval import plots, tables
 from wm_jax.logger import append_jsonl, trim_jsonl
 from wm_jax.train import StopFlag, prepare_workdir
 
-METRIC_GAP = ("FID, FVD and LPIPS are not reported: they need pretrained Inception, I3D and "
-              "VGG/AlexNet weights that cannot be downloaded on this machine.")
+class PerceptualMetrics(NamedTuple):
+  """The perceptual networks of the user-supplied weight files (None: not computed)."""
+  lpips_weights: str | None = None
+  fid_weights: str | None = None
+  lpips: Callable | None = None          # (x, y) float [M, H, W, 3] in [0, 1] -> [M]
+  fid_features: Callable | None = None   # images float [M, H, W, 3] in [0, 1] -> [M, 2048]
+
+
+def load_perceptual(lpips_weights: str | None, fid_weights: str | None) -> PerceptualMetrics:
+  """LPIPS (wm_jax/core/perceptual.py) and the FID Inception (wm_jax/core/fid.py) of the given
+  .npz files (experiments.convert_weights); one sentence on a bad file."""
+  return PerceptualMetrics(lpips_weights, fid_weights,
+                           make_lpips(lpips_weights) if lpips_weights else None,
+                           make_features(fid_weights) if fid_weights else None)
+
+
+def metric_gap(perceptual: PerceptualMetrics) -> str:
+  """The sentences under every table on the perceptual metrics it reports and those it lacks."""
+  said = []
+  if perceptual.lpips_weights:
+    said.append(f"LPIPS is the VGG16 variant (lpips v0.1) with the weights in "
+                f"{perceptual.lpips_weights}.")
+  if perceptual.fid_weights:
+    said.append(f"FID is over all generated vs real frames of the windows (pytorch-fid's "
+                f"Inception, weights in {perceptual.fid_weights}); with fewer than a few "
+                f"thousand frames it is biased upward, so compare it only within this table.")
+  missing = (["FID"] if not perceptual.fid_weights else []) + ["FVD"] + (
+      ["LPIPS"] if not perceptual.lpips_weights else [])
+  said.append(f"{', '.join(missing[:-1]) + ' and ' if len(missing) > 1 else ''}{missing[-1]} "
+              f"{'are' if len(missing) > 1 else 'is'} not reported: pretrained weights cannot "
+              f"be downloaded on this machine (FVD's I3D is not ported; LPIPS and FID take "
+              f"converted weights, python -m experiments.convert_weights).")
+  return " ".join(said)
+
+
+FID_HEADER = "FID (all steps)"
+
+
+def frame_metric_names(results: dict) -> tuple[str, ...]:
+  """The per-step metrics `open_loop` computed: psnr, ssim, and lpips when it had weights."""
+  return tuple(m for m in ("psnr", "ssim", "lpips") if m in results["model"])
 
 
 SENSITIVITY_NOTE = ("Action sensitivity: mean absolute pixel difference (8-bit levels) between "
@@ -120,16 +161,20 @@ def make_rollout(world_model: WorldModel, context: int) -> Callable:
   return jax.jit(rollout)
 
 
-def frame_metrics(generated: jax.Array, real: jax.Array) -> dict:
-  """generated, real: float [W, N, h, w, 3] in [0, 1] -> {'psnr', 'ssim'}: [W, N] per frame.
+def frame_metrics(generated: jax.Array, real: jax.Array, lpips: Callable | None = None) -> dict:
+  """generated, real: float [W, N, h, w, 3] in [0, 1] -> {'psnr', 'ssim'} and, given `lpips`
+  (PerceptualMetrics.lpips), 'lpips': [W, N] per frame.
 
   PSNR is capped at PSNR_CAP dB: identical frames (a static scene copied) would otherwise give
   an infinite PSNR and an infinite mean."""
   flat = lambda x: x.reshape((-1,) + x.shape[2:])
   shape = generated.shape[:2]
   psnr = dm_pix.psnr(flat(real), flat(generated))
-  return {"psnr": jnp.minimum(psnr, PSNR_CAP).reshape(shape),
-          "ssim": dm_pix.ssim(flat(real), flat(generated)).reshape(shape)}
+  out = {"psnr": jnp.minimum(psnr, PSNR_CAP).reshape(shape),
+         "ssim": dm_pix.ssim(flat(real), flat(generated)).reshape(shape)}
+  if lpips is not None:
+    out["lpips"] = lpips(flat(generated), flat(real)).reshape(shape)
+  return out
 
 
 def other_actions(actions: np.ndarray, act: ActionSpec, seed: int = 0) -> np.ndarray:
@@ -160,10 +205,13 @@ def action_sensitivity(frames: jax.Array, frames_other: jax.Array) -> np.ndarray
 
 
 def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.Array,
-              mean_frame: np.ndarray, batch: int, act: ActionSpec) -> dict:
+              mean_frame: np.ndarray, batch: int, act: ActionSpec,
+              perceptual: PerceptualMetrics = PerceptualMetrics()) -> dict:
   """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows.
 
-  Returns per-step means ([N] lists) of 'psnr'/'ssim' for 'model', 'copy_last' and
+  Returns per-step means ([N] lists) of 'psnr'/'ssim' (and 'lpips' with `perceptual.lpips`,
+  as `frame_metrics`; with `perceptual.fid_features`, 'fid', one float over all W x N frames)
+  for 'model', 'copy_last' and
   'mean_frame', 'reward_accuracy' (`reward_class`), 'reward_mse', 'end_accuracy' and
   'action_sensitivity' of the model, the generated frames of the first chunk ('frames'
   [b, N, h, w, 3] float32) and 'seconds' spent generating (after compile, real actions only).
@@ -173,7 +221,12 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   W, N = real_all.shape[:2]
   other = dict(windows, action=np.concatenate(
       [windows["action"][:, :context], other_actions(windows["action"][:, context:], act)], 1))
-  per_frame = {name: {"psnr": [], "ssim": []} for name in ("model", "copy_last", "mean_frame")}
+  names = ("psnr", "ssim") + (("lpips",) if perceptual.lpips is not None else ())
+  per_frame = {name: {m: [] for m in names} for name in ("model", "copy_last", "mean_frame")}
+  features = {name: [] for name in ("model", "copy_last", "mean_frame", "real")}
+  fid_features = perceptual.fid_features
+  if fid_features is not None:
+    mean_features = fid_features(mean_frame[None])
   per_step = {name: [] for name in ("reward_accuracy", "reward_mse", "end_accuracy",
                                     "action_sensitivity")}
   seconds, first_frames = 0.0, None
@@ -190,8 +243,15 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
     last = np.repeat(chunk["image"][:, context - 1:context].astype(np.float32) / 255.0, N, 1)
     mean = np.broadcast_to(mean_frame, real.shape)
     for name, guess in (("model", frames), ("copy_last", last), ("mean_frame", mean)):
-      for metric, value in frame_metrics(jnp.asarray(guess), jnp.asarray(real)).items():
+      for metric, value in frame_metrics(jnp.asarray(guess), jnp.asarray(real),
+                                         perceptual.lpips).items():
         per_frame[name][metric].append(np.asarray(value))
+    if fid_features is not None:
+      flat = lambda x: np.asarray(x).reshape((-1,) + real.shape[2:])
+      features["model"].append(fid_features(flat(frames)))
+      features["real"].append(fid_features(flat(real)))
+      features["copy_last"].append(np.repeat(fid_features(last[:, 0]), N, 0))
+      features["mean_frame"].append(np.repeat(mean_features, real.shape[0] * N, 0))
     real_reward, reward = chunk["reward"][:, context:], np.asarray(reward)
     per_step["reward_accuracy"].append(reward_class(reward) == reward_class(real_reward))
     per_step["reward_mse"].append(np.square(reward - real_reward))
@@ -201,6 +261,10 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   out = {name: {m: mean_over_windows(v) for m, v in metrics.items()}
          for name, metrics in per_frame.items()}
   out.update({name: mean_over_windows(v) for name, v in per_step.items()})
+  if fid_features is not None:
+    real_features = np.concatenate(features["real"])
+    for name in ("model", "copy_last", "mean_frame"):
+      out[name]["fid"] = frechet_distance(np.concatenate(features[name]), real_features)
   out.update(frames=first_frames, seconds=seconds, generated=W * N)
   return out
 
@@ -348,12 +412,13 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
 
 
 def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out, horizon: int,
-             num_windows: int, batch: int, context: int = 0) -> dict:
+             num_windows: int, batch: int, context: int = 0,
+             perceptual: PerceptualMetrics = PerceptualMetrics()) -> dict:
   """Open-loop results on held-out windows of `context` real frames (0: the model's
   `context_length`; a longer one lets models with different contexts share windows) and
   `horizon` generated ones: `open_loop`'s output plus 'windows', 'horizon', 'params', frames/s
   at batch 1 and at `batch`, the rollout's memory at `batch` ('rollout_bytes') and the real
-  frames of the first windows."""
+  frames of the first windows; LPIPS and FID too with `perceptual`'s networks."""
   if context < world_model.context_length:
     if context:
       raise RunConfigError(f"A context of {context} frames is shorter than the "
@@ -370,7 +435,7 @@ def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out,
   params, key = state["params"], jax.random.PRNGKey(config.seed + 1)
   rollout = make_rollout(world_model, context)
   out = open_loop(rollout, params, windows, context, key, mean_frame, batch,
-                  env_spec(dataset.spec).act)
+                  env_spec(dataset.spec).act, perceptual)
   first = jax.tree.map(lambda x: x[:batch], windows)
   out.update(windows=len(starts), horizon=horizon, context=context,
              rollout_bytes=compiled_memory(rollout, params, first, key),
@@ -390,22 +455,28 @@ def report_steps(horizon: int) -> list[int]:
   return sorted({k for k in (1, 5, 15, 50) if k <= horizon} | {horizon})
 
 
-def write_report(out_dir: str, name: str, results: dict, counters: dict, hardware: str) -> str:
+def write_report(out_dir: str, name: str, results: dict, counters: dict, hardware: str,
+                 perceptual: PerceptualMetrics = PerceptualMetrics()) -> str:
   """Writes results.json, table.md, table.csv, per_step.csv, psnr.png and strip.png into
-  `out_dir` (a new folder); returns the Markdown table."""
+  `out_dir` (a new folder); returns the Markdown table. `perceptual`: the networks `evaluate`
+  used, named under the table."""
   os.makedirs(out_dir, exist_ok=False)
   steps = report_steps(results["horizon"])
+  metrics = frame_metric_names(results)
+  late = metrics[1:]   # SSIM (and LPIPS) columns follow the PSNR mean
+  fid = ["fid"] if "fid" in results["model"] else []
   headers = (["model", "params"] + [f"PSNR@{k}" for k in steps] + ["PSNR mean"]
-             + [f"SSIM@{k}" for k in steps] + ["reward sign acc.", "reward MSE", "end acc.",
-                                               "action sens. (8-bit)", "frames/s b=1",
-                                               f"frames/s b={results['batch']}"])
+             + [f"{m.upper()}@{k}" for m in late for k in steps] + [FID_HEADER] * len(fid)
+             + ["reward sign acc.", "reward MSE", "end acc.", "action sens. (8-bit)",
+                "frames/s b=1", f"frames/s b={results['batch']}"])
   rows, raw = [], []
   for label, key in ((name, "model"), ("copy last frame", "copy_last"),
                      ("mean frame", "mean_frame")):
-    psnr, ssim = results[key]["psnr"], results[key]["ssim"]
+    psnr = results[key]["psnr"]
     is_model = key == "model"
     values = ([results["params"]["total"] if is_model else 0] + [psnr[k - 1] for k in steps]
-              + [float(np.mean(psnr))] + [ssim[k - 1] for k in steps])
+              + [float(np.mean(psnr))] + [results[key][m][k - 1] for m in late for k in steps]
+              + [results[key][m] for m in fid])
     extra = ([float(np.mean(results[k])) for k in ("reward_accuracy", "reward_mse",
                                                     "end_accuracy")]
               + [255 * float(np.mean(results["action_sensitivity"])), results["hz_batch1"],
@@ -422,26 +493,27 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
           f"{results['context']} real frames, then "
           f"{results['horizon']} generated open loop under the real actions; "
           f"{counters['updates']:,} updates in {counters['wall_seconds'] / 60:.1f} min on "
-          f"{hardware}. {SENSITIVITY_NOTE} {METRIC_GAP}\n")
+          f"{hardware}. {SENSITIVITY_NOTE} {metric_gap(perceptual)}\n")
   with open(os.path.join(out_dir, "table.md"), "w") as f:
     f.write(table + note)
   with open(os.path.join(out_dir, "table.csv"), "w") as f:
     f.write(tables.csv_text(headers, raw))
   per_step = [[k + 1] + [results[m][metric][k] for m in ("model", "copy_last", "mean_frame")
-                         for metric in ("psnr", "ssim")]
+                         for metric in metrics]
               + [results[name][k] for name in PER_STEP_MODEL_METRICS]
               for k in range(results["horizon"])]
   with open(os.path.join(out_dir, "per_step.csv"), "w") as f:
     f.write(tables.csv_text(["step"] + [f"{m}_{metric}" for m in ("model", "copy_last",
                                                                    "mean_frame")
-                                        for metric in ("psnr", "ssim")]
+                                        for metric in metrics]
                             + list(PER_STEP_MODEL_METRICS), per_step))
   x = np.arange(1, results["horizon"] + 1)
   curves = {metric.upper(): {label: [(x, np.asarray(results[key][metric]))]
                              for label, key in ((name, "model"), ("copy last frame", "copy_last"),
                                                 ("mean frame", "mean_frame"))}
-            for metric in ("psnr", "ssim")}
-  plots.learning_curves(curves, {}, xlabel="open-loop step", ylabel="PSNR (dB) / SSIM",
+            for metric in metrics}
+  plots.learning_curves(curves, {}, xlabel="open-loop step",
+                        ylabel="PSNR (dB) / SSIM / LPIPS",
                         title=f"Open-loop fidelity on held-out episodes: {name}").savefig(
                             os.path.join(out_dir, "psnr.png"), dpi=120)
   shown = [k for k in (1, 2, 3, 5, 8, 10, 15, 20, 30, 50) if k <= results["horizon"]]
@@ -458,5 +530,5 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
   with open(os.path.join(out_dir, "results.json"), "w") as f:
     json.dump({"name": name, **summary, "updates": counters["updates"],
                "train_seconds": counters["wall_seconds"], "hardware": hardware,
-               "missing_metrics": METRIC_GAP}, f, indent=1)
+               "perceptual_metrics": metric_gap(perceptual)}, f, indent=1)
   return table + note

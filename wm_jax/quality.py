@@ -191,22 +191,26 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
   'update_bytes'), then the copy-last-frame and mean-frame baselines."""
   r0 = results[0]
   steps = offline.report_steps(r0["horizon"])
-  headers = (["model", "params", "updates", "train min"] + [f"PSNR@{k}" for k in steps]
-             + [f"SSIM@{k}" for k in steps]
+  metrics = offline.frame_metric_names(r0)
+  fid = ["fid"] if "fid" in r0["model"] else []
+  headers = (["model", "params", "updates", "train min"]
+             + [f"{m.upper()}@{k}" for m in metrics for k in steps]
+             + [offline.FID_HEADER] * len(fid)
              + ["reward sign acc.", "reward MSE", "end acc.", "action sens.", "frames/s b=1",
                 f"frames/s b={r0['batch']}", "update MiB", "rollout MiB"])
   rows = []
   for r in results:
     m = r["model"]
     rows.append([r["label"], r["params"]["total"], r["updates"], r["train_seconds"] / 60]
-                + [m["psnr"][k - 1] for k in steps] + [m["ssim"][k - 1] for k in steps]
+                + [m[metric][k - 1] for metric in metrics for k in steps] + [m[f] for f in fid]
                 + [float(np.mean(r[k])) for k in ("reward_accuracy", "reward_mse",
                                                   "end_accuracy")]
                 + [255 * float(np.mean(r["action_sensitivity"])), r["hz_batch1"], r["hz_batch"],
                    _mib(r["update_bytes"]), _mib(r["rollout_bytes"])])
   for label, key in BASELINES:
-    rows.append([label, None, None, None] + [r0[key]["psnr"][k - 1] for k in steps]
-                + [r0[key]["ssim"][k - 1] for k in steps] + [None] * 8)
+    rows.append([label, None, None, None]
+                + [r0[key][metric][k - 1] for metric in metrics for k in steps]
+                + [r0[key][f] for f in fid] + [None] * 8)
   return headers, rows
 
 
@@ -248,18 +252,22 @@ def latex(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def write_report(out_dir: str, dataset: Dataset, results: list[dict], budget: str,
-                 hardware: str) -> str:
+                 hardware: str,
+                 perceptual: offline.PerceptualMetrics = offline.PerceptualMetrics()) -> str:
   """table.md, table.csv, table.tex, per_step.csv, psnr.png and strip.png of one dataset in
-  `out_dir` (`budget`: a sentence on the training budget); returns the Markdown table."""
+  `out_dir` (`budget`: a sentence on the training budget; `perceptual`: the networks of the
+  results, named under the table); returns the Markdown table."""
   headers, raw = table_rows(results)
   rows = formatted(headers, raw)
   r0 = results[0]
+  metrics = offline.frame_metric_names(r0)
   horizon, name = r0["horizon"], os.path.basename(os.path.normpath(dataset.directory))
   note = (f"\nDataset {dataset.directory}: {dataset.num_episodes} episodes, "
           f"{r0['windows']} held-out windows of {r0['context']} real frames, then {horizon} "
           f"generated open loop under the real actions. Budget: {budget}, on {hardware}. "
           f"Memory: XLA's compiled memory analysis of one update and of one rollout at batch "
-          f"{r0['batch']}. {offline.SENSITIVITY_NOTE} {REWARD_NOTE} {offline.METRIC_GAP}\n\n"
+          f"{r0['batch']}. {offline.SENSITIVITY_NOTE} {REWARD_NOTE} "
+          f"{offline.metric_gap(perceptual)}\n\n"
           f"Overrides per model:\n"
           + "".join(f"- {r['label']}: {', '.join(r['overrides']) or 'none'}\n" for r in results))
   md = tables.markdown(headers, rows) + note
@@ -269,22 +277,22 @@ def write_report(out_dir: str, dataset: Dataset, results: list[dict], budget: st
     f.write(tables.csv_text(headers, raw))
   with open(os.path.join(out_dir, "table.tex"), "w") as f:
     f.write(latex(headers, rows))
-  per_step = [[r["label"], k + 1, r["model"]["psnr"][k], r["model"]["ssim"][k]]
+  per_step = [[r["label"], k + 1] + [r["model"][m][k] for m in metrics]
               + [r[m][k] for m in offline.PER_STEP_MODEL_METRICS]
               for r in results for k in range(horizon)]
-  per_step += [[label, k + 1, r0[key]["psnr"][k], r0[key]["ssim"][k]]
+  per_step += [[label, k + 1] + [r0[key][m][k] for m in metrics]
                + [None] * len(offline.PER_STEP_MODEL_METRICS)
                for label, key in BASELINES for k in range(horizon)]
   with open(os.path.join(out_dir, "per_step.csv"), "w") as f:
-    f.write(tables.csv_text(["model", "step", "psnr", "ssim"]
+    f.write(tables.csv_text(["model", "step"] + list(metrics)
                             + list(offline.PER_STEP_MODEL_METRICS), per_step))
   x = np.arange(1, horizon + 1)
   curves = {}
-  for metric in ("psnr", "ssim"):
+  for metric in metrics:
     curves[metric.upper()] = {r["label"]: [(x, np.asarray(r["model"][metric]))] for r in results}
     for label, key in BASELINES:
       curves[metric.upper()][label] = [(x, np.asarray(r0[key][metric]))]
-  plots.learning_curves(curves, {}, xlabel="open-loop step", ylabel="PSNR (dB) / SSIM",
+  plots.learning_curves(curves, {}, xlabel="open-loop step", ylabel="PSNR (dB) / SSIM / LPIPS",
                         title=f"Open-loop fidelity on held-out episodes, {name}").savefig(
                             os.path.join(out_dir, "psnr.png"), dpi=120)
   shown = [k for k in (1, 2, 3, 5, 8, 10, 15, 20, 30, 50) if k <= horizon]

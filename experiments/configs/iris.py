@@ -8,8 +8,9 @@ config/world_model/default.yaml, src/models/*.py), cited per field.
 Named deviations:
   * No dropout: the shared Transformer (wm_jax/core/transformer.py) has none; IRIS uses 0.1
     on embeddings, attention and residuals.
-  * No perceptual (LPIPS) loss by default: it needs pretrained VGG weights that are not
-    shipped; `agent.tokenizer.lpips_weights` is reserved and refused with one sentence.
+  * No perceptual (LPIPS) loss by default: it needs pretrained VGG16 weights that are not
+    shipped; with the user's weights converted (python -m experiments.convert_weights),
+    `agent.tokenizer.lpips_weights=PATH.npz` adds it with IRIS's weight 1.
   * One replay batch [B, T] feeds all three components per update (IRIS samples a separate
     batch for each: 256 frames, 64 x 20 and 64 x 21 steps); B = 64, T = 21 = burn-in 20 + 1
     covers the world model's 20 steps and the actor-critic's burn-in. Replay windows may cross
@@ -65,8 +66,9 @@ def agent_config() -> ml_collections.ConfigDict:
       # Per-pixel reconstruction error: 'l1' as the IRIS code (tokenizer.py compute_loss) or
       # 'mse' (the debug variant's, see shrink_for_debug).
       reconstruction="l1",
-      # Path to LPIPS weights for IRIS's perceptual loss (weight 1); not supported
-      # yet, so the perceptual term is off (named deviation).
+      # LPIPS weights (.npz from python -m experiments.convert_weights) for IRIS's perceptual
+      # loss, weight 1 as the IRIS code; None (default, as they are not shipped): the term is
+      # off (named deviation).
       lpips_weights=ml_collections.FieldReference(None, field_type=str),
       # Frames per replay sequence for the tokenizer step: 4 x B=64 = 256 frames, IRIS's
       # tokenizer batch_num_samples (trainer.yaml).

@@ -43,13 +43,20 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
       population=64, rollouts=16, generations=200, init_std=0.1,
       dream_horizon=1000, temperature=1.0,
       dream_start="first",   # dreams start from V's z of real first frames ('any': any frame)
-      max_steps=1000))   # real-env steps per episode (CarRacing-v3's time limit)
+      max_steps=1000,    # real-env steps per episode (CarRacing-v3's time limit)
+      # Gaussian action noise when C collects data (experiments.collect --policy=...pkl, the
+      # iterative rounds); the paper leaves the exploration of its sec. 5 open.
+      explore_std=0.1))
+  # The iterative training procedure (sec. 5): rounds of (collect with the dream-trained C,
+  # train M further on all data, evolve C in the new dream); 0 is the paper's CarRacing run.
+  c.iterate = ml_collections.ConfigDict(dict(rounds=0, steps=100_000))
   c.eval_episodes = 100
   if variant == "cpu":
     c.vae.update(batch_size=64, steps=3000)
     c.rnn.update(batch_size=32, batch_length=100, steps=1500)
     c.controller.update(population=16, rollouts=2, generations=12, dream_horizon=300,
                         max_steps=300)
+    c.iterate.steps = 24_000
     c.eval_episodes = 8
   elif variant == "debug":
     c.env.update(num_envs=2, protocol={"time_limit": 40})
@@ -57,5 +64,6 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.rnn.update(units=16, mixtures=2, batch_size=2, batch_length=8, steps=3)
     c.controller.update(population=4, rollouts=1, generations=2, dream_horizon=10,
                         max_steps=40)
+    c.iterate.steps = 80
     c.eval_episodes = 2
   return c

@@ -48,10 +48,6 @@ def _check_model(agent: ml_collections.ConfigDict) -> None:
   K = agent.tokens_per_frame
   tok, wm, ac, sched = agent.tokenizer, agent.world_model, agent.actor_critic, agent.schedule
   mults = channel_mults(tok, K)    # also checks that K is a square grid
-  if tok.lpips_weights:
-    raise RunConfigError(
-        "agent.tokenizer.lpips_weights is not supported yet (the perceptual loss needs a port "
-        "of LPIPS's VGG weights to flax): leave it None.")
   if tok.reconstruction not in RECONSTRUCTION_LOSSES:
     raise RunConfigError(f"agent.tokenizer.reconstruction={tok.reconstruction!r} is not one of "
                          f"{', '.join(RECONSTRUCTION_LOSSES)}.")
@@ -174,7 +170,7 @@ def make_iris(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
   """The IRIS `Agent` for the `agent` sub-config `cfg` and an env with 64x64 image observations."""
   check_agent_config(cfg)
   learner = IrisLearner(cfg, spec)
-  ac, schedule = cfg.actor_critic, cfg.schedule
+  schedule = cfg.schedule
 
   def init(key):
     k_model, k_ac = jax.random.split(key)

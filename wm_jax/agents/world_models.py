@@ -18,16 +18,22 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import Callable, Iterator
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from wm_jax.agents.base import Agent
 from wm_jax.errors import RunConfigError
-from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, vae_loss
+from wm_jax.envs.base import EnvSpec
+from wm_jax.errors import read_json
+from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, make_mdnrnn, vae_loss
 from wm_jax.parallel import make_mesh
 
 
@@ -45,6 +51,38 @@ def controller_action(theta: jax.Array, z: jax.Array, h: jax.Array) -> jax.Array
   action_size = theta.shape[0] // (x.shape[-1] + 1)
   w = theta[:x.shape[-1] * action_size].reshape(x.shape[-1], action_size)
   return jnp.tanh(x @ w + theta[x.shape[-1] * action_size:])
+
+
+def controller_step(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: jax.Array,
+                    carry, image: jax.Array, noise: jax.Array | float = 0.0):
+  """One real step of the agent (sec. 2.3's loop): thetas [N, D] (a controller per env), M's
+  state for N envs and frames uint8 [N, 64, 64, 3] -> (M's next state, actions [N, A]).
+  z_t is V's mean of the frame, a_t = clip(C(z_t, h_t) + noise, -1, 1), and M then reads
+  (z_t, a_t), the action actually taken."""
+  z, _ = vae.apply(vae_params, image, method=VAENet.encode)
+  action = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
+      thetas, z, rnn.hidden(carry))
+  action = jnp.clip(action + noise, -1.0, 1.0)
+  carry, _ = rnn.step(rnn_params, carry, z, action)
+  return carry, action
+
+
+def controller_agent(vae: VAENet, rnn: MDNRNN, state: dict, action_size: int,
+                     explore_std: float) -> Agent:
+  """C as an `Agent` (wm_jax/agents/base.py) that acts in the real env, for experiments.collect
+  and the iterative procedure (sec. 5): `state` {'vae', 'rnn': params, 'theta': [D]} is what
+  `init` returns; the carry is M's state, reset where is_first; while exploring, Gaussian noise
+  of std `explore_std` is added to C's action (the paper leaves the exploration open)."""
+  def act(state, carry, obs, key, explore):
+    n = obs["is_first"].shape[0]
+    carry = jax.tree.map(lambda c, c0: jnp.where(obs["is_first"][:, None], c0, c), carry,
+                         rnn.initial(n))
+    thetas = jnp.broadcast_to(state["theta"], (n,) + state["theta"].shape)
+    noise = explore_std * jax.random.normal(key, (n, action_size)) if explore else 0.0
+    carry, action = controller_step(vae, state["vae"], rnn, state["rnn"], thetas, carry,
+                                    obs["image"], noise)
+    return action, carry
+  return Agent(init=lambda key: state, initial_carry=rnn.initial, act=act)
 
 
 def check_population(population: int, devices: int | None = None) -> None:
@@ -70,6 +108,52 @@ def check_dataset(dataset) -> int:
                          f"{dataset.directory} holds discrete ones: collect a continuous-action "
                          f"env (e.g. box2d CarRacing-v3).")
   return int(action["shape"][0])
+
+
+# --------------------------------------------------------------------------- saved phases
+
+CONFIG_FILE = "config.json"
+
+
+def read_params(path: str, template):
+  """Params saved at `path` (flax msgpack) in the structure of `template`; one sentence if the
+  file cannot be read (it is left in place)."""
+  try:
+    with open(path, "rb") as f:
+      return flax.serialization.from_bytes(template, f.read())
+  except Exception as e:
+    raise RunConfigError(f"{path} cannot be read ({type(e).__name__}): move it away to "
+                         f"train that phase again.") from None
+
+
+def load_controller_policy(path: str, spec: EnvSpec) -> tuple[Agent, dict, str]:
+  """(agent, state, name) acting in an env of `spec` with the controller saved at `path`
+  (controller_{dream,real}.pkl of experiments.world_models): M is the rnn.msgpack beside it,
+  V (vae.msgpack) and the config (config.json) are the run folder's, i.e. the controller's
+  folder or, for a round of the iterative procedure, the folder above it."""
+  folder = os.path.dirname(os.path.abspath(path))
+  run_folder = next((f for f in (folder, os.path.dirname(folder))
+                     if os.path.exists(os.path.join(f, CONFIG_FILE))), None)
+  if run_folder is None or not re.fullmatch(r"controller_(dream|real)\.pkl", os.path.basename(path)):
+    raise RunConfigError(f"--policy={path} is not a controller file of experiments.world_models "
+                         f"(controller_dream.pkl or controller_real.pkl in its --out, beside "
+                         f"{CONFIG_FILE}): pass one of those.")
+  config = ml_collections.ConfigDict(read_json(
+      os.path.join(run_folder, CONFIG_FILE), RunConfigError,
+      "rerun experiments.world_models into that folder to rewrite it"))
+  if spec.act.discrete or "image" not in spec.obs:
+    raise RunConfigError(f"The controller {path} acts from 64 x 64 frames with continuous "
+                         f"actions: collect from the env it was trained on "
+                         f"({config.env.suite}/{config.env.task}).")
+  theta = jnp.asarray(load_evolution(path)["state"].mean)   # C's flat [D] CMA-ES mean
+  vae, rnn = VAENet(config.vae.z_size, config.vae.depth), make_mdnrnn(config.rnn)
+  key = jax.random.PRNGKey(0)
+  state = {"vae": read_params(os.path.join(run_folder, "vae.msgpack"),
+                              vae.init(key, np.zeros((1, 64, 64, 3), np.uint8))),
+           "rnn": read_params(os.path.join(folder, "rnn.msgpack"), rnn.init(key, spec.act.dim)),
+           "theta": theta}
+  agent = controller_agent(vae, rnn, state, spec.act.dim, config.controller.explore_std)
+  return agent, state, f"world_models controller {os.path.abspath(path)}"
 
 
 # --------------------------------------------------------------------------- V and M training
@@ -192,13 +276,8 @@ def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Call
 def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.ndarray, env,
                  max_steps: int) -> tuple[np.ndarray, int]:
   """(returns [N] of the first episode of each of env's N envs, env steps taken in those episodes), env i driven by controller thetas[i] ([N, D]) for at most max_steps steps; z_t is V's mean of the frame, h_t M's state fed the real z and a."""
-  @jax.jit
-  def act(carry, image, thetas):
-    z, _ = vae.apply(vae_params, image, method=VAENet.encode)
-    action = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
-        thetas, z, rnn.hidden(carry))
-    carry, _ = rnn.step(rnn_params, carry, z, action)
-    return carry, action
+  act = jax.jit(lambda carry, image, thetas: controller_step(vae, vae_params, rnn, rnn_params,
+                                                            thetas, carry, image))
 
   thetas = jnp.asarray(thetas)
   num = thetas.shape[0]
@@ -232,8 +311,9 @@ def make_real_fitness(vae, vae_params, rnn, rnn_params, env, rollouts: int,
 
 
 def evolve(fitness: Callable, dim: int, cfg, key: jax.Array, path: str,
-           progress: Callable[[Iterator], Iterator] = iter) -> dict:
-  """CMA-ES (evosax) maximising fitness(population [P, D], key) -> (returns [P], real env steps) for cfg.generations generations from theta = 0; after every generation its state and history are saved to `path` (written to a temporary name, then renamed), and a rerun resumes from there. Returns {'mean': [D] the final distribution mean, 'history': per generation mean / best / worst fitness, real env steps and seconds}."""
+           progress: Callable[[Iterator], Iterator] = iter,
+           start: np.ndarray | None = None) -> dict:
+  """CMA-ES (evosax) maximising fitness(population [P, D], key) -> (returns [P], real env steps) for cfg.generations generations from theta = `start` (0 by default); after every generation its state and history are saved to `path` (written to a temporary name, then renamed), and a rerun resumes from there. Returns {'mean': [D] the final distribution mean, 'history': per generation mean / best / worst fitness, real env steps and seconds}."""
   import time
 
   from evosax.algorithms import CMA_ES
@@ -244,7 +324,8 @@ def evolve(fitness: Callable, dim: int, cfg, key: jax.Array, path: str,
   init_key, key = jax.random.split(key)
   saved = load_evolution(path)
   if saved is None:
-    state, history = es.init(init_key, jnp.zeros(dim), params), []
+    mean = jnp.zeros(dim) if start is None else jnp.asarray(start)
+    state, history = es.init(init_key, mean, params), []
   else:
     state, history = saved["state"], saved["history"]
   for generation in progress(range(len(history), cfg.generations)):

@@ -5,7 +5,8 @@ IRIS (Micheli et al. 2023, "Transformers are sample-efficient world models", arX
     K = 16 tokens z_t (a 4x4 grid) by nearest-neighbour look-up in a codebook of N = 512
     embeddings of dim 512, with straight-through gradients; a decoder D maps the embeddings
     back to a frame. Loss: equally weighted L1 reconstruction, VQ-VAE codebook + commitment
-    terms and a perceptual (LPIPS) term. E and D are VQGAN's (Esser et al. 2021): residual
+    terms and a perceptual (LPIPS) term (here only with user-supplied VGG16 weights,
+    `tokenizer.lpips_weights`; wm_jax/core/perceptual.py). E and D are VQGAN's (Esser et al. 2021): residual
     blocks of GroupNorm, swish and 3x3 convolutions, self-attention at 8x8 and 16x16, 64
     channels at every level.
   * World model (sec. 2.2; config/world_model): a GPT (10 pre-LN blocks, width 256, 4 heads,
@@ -30,8 +31,9 @@ tokenizer works on x / 127.5 - 1 in [-1, 1]; decoded frames are float32 [..., 64
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -40,6 +42,7 @@ import ml_collections
 
 from wm_jax.core import losses
 from wm_jax.core.nets import PARAM_DTYPE
+from wm_jax.core.perceptual import load_lpips_weights, lpips
 from wm_jax.core.transformer import CausalTransformer
 from wm_jax.envs.base import ActionSpec, EnvSpec
 from wm_jax.errors import RunConfigError
@@ -337,6 +340,9 @@ class IrisModel:
   act: ActionSpec
   tokenizer: TokenizerNet
   world_model: WorldModelNet
+  # LPIPS(x, y) [N] on frames in [0, 1] (wm_jax/core/perceptual.py), from the user-supplied
+  # tokenizer.lpips_weights; None: no perceptual term
+  perceptual: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
   @property
   def K(self) -> int:
@@ -355,7 +361,7 @@ class IrisModel:
 
   # ------------------------------------------------------------------ tokenizer
   def tokenizer_loss(self, params, frames: jax.Array) -> tuple[jax.Array, dict]:
-    """Tokenizer params, uint8 frames [N, 64, 64, 3] -> (loss [], metrics): L1 (or `tokenizer.reconstruction`) reconstruction + ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 (IRIS sec. 2.1, tokenizer.py compute_loss; the perceptual term is off, see the config)."""
+    """Tokenizer params, uint8 frames [N, 64, 64, 3] -> (loss [], metrics): L1 (or `tokenizer.reconstruction`) reconstruction + ||sg(z) - z_q||^2 + beta ||z - sg(z_q)||^2 + LPIPS(x, D(z)) (IRIS sec. 2.1, tokenizer.py compute_loss: equal weights; the LPIPS term only with user-supplied weights, see the config)."""
     x = to_unit(frames)
     z, z_q, tokens, rec = self.tokenizer.apply(params, x)
     codebook = jnp.mean(jnp.square(sg(z) - z_q))
@@ -363,9 +369,12 @@ class IrisModel:
     reconstruction = jnp.mean(RECONSTRUCTION_LOSSES[self.cfg.tokenizer.reconstruction](x - rec))
     loss = codebook + self.cfg.tokenizer.commitment * commitment + reconstruction
     used = jnp.zeros(self.cfg.tokenizer.vocab).at[tokens.reshape(-1)].set(1.0).sum()
-    return loss, {"tokenizer_loss": loss, "codebook_loss": codebook,
-                  "commitment_loss": commitment, "reconstruction_loss": reconstruction,
-                  "codes_used": used}
+    metrics = {"codebook_loss": codebook, "commitment_loss": commitment,
+               "reconstruction_loss": reconstruction, "codes_used": used}
+    if self.perceptual is not None:   # IRIS feeds LPIPS the unclipped reconstruction
+      metrics["perceptual_loss"] = jnp.mean(self.perceptual((x + 1) / 2, (rec + 1) / 2))
+      loss = loss + metrics["perceptual_loss"]
+    return loss, {"tokenizer_loss": loss, **metrics}
 
   def encode(self, params, frames: jax.Array) -> jax.Array:
     """Tokenizer params, uint8 frames [..., 64, 64, 3] -> int32 tokens [..., K]."""
@@ -532,4 +541,6 @@ def make_iris_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> IrisModel:
                            dtype)
   world_model = WorldModelNet(cfg.world_model, cfg.tokenizer.vocab, cfg.tokens_per_frame,
                               spec.act, dtype)
-  return IrisModel(cfg, spec.act, tokenizer, world_model)
+  weights = cfg.tokenizer.lpips_weights
+  perceptual = functools.partial(lpips, load_lpips_weights(weights)) if weights else None
+  return IrisModel(cfg, spec.act, tokenizer, world_model, perceptual)
