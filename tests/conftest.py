@@ -23,20 +23,32 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-def seeded_lpips_weights(seed: int = 0) -> dict:
-  """Random LPIPS weights in the converter's layout (wm_jax/core/perceptual.py): He-scaled
-  convs, small biases, linear layers in [0, 1)."""
-  from wm_jax.core.perceptual import expected_shapes
+def seeded_weights(shapes: dict, bias_std: float, seed: int = 0) -> dict:
+  """Random weights of the given {key: shape} in the converter's layout: He-scaled convs,
+  LPIPS's linear layers in [0, 1), batch-norm scales and variances in [0.5, 1.5), other
+  vectors (biases, shifts, means) normal with std `bias_std`."""
   rng = np.random.default_rng(seed)
   out = {}
-  for key, shape in expected_shapes().items():
+  for key, shape in shapes.items():
     if key.startswith("lin"):
       out[key] = rng.uniform(0.0, 1.0, shape).astype(np.float32)
-    elif key.endswith("bias"):
-      out[key] = rng.normal(0.0, 0.01, shape).astype(np.float32)
+    elif len(shape) == 4:
+      out[key] = (rng.normal(0, 1, shape) * np.sqrt(2.0 / np.prod(shape[1:]))).astype(np.float32)
+    elif key.endswith("bn.weight") or key.endswith("running_var"):
+      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
     else:
-      out[key] = (rng.normal(0.0, 1.0, shape) * np.sqrt(2.0 / (9 * shape[1]))).astype(np.float32)
+      out[key] = rng.normal(0, bias_std, shape).astype(np.float32)
   return out
+
+
+def seeded_lpips_weights() -> dict:
+  from wm_jax.core.perceptual import expected_shapes
+  return seeded_weights(expected_shapes(), bias_std=0.01)
+
+
+def seeded_inception_weights() -> dict:
+  from wm_jax.core.fid import expected_shapes
+  return seeded_weights(expected_shapes(), bias_std=0.1)
 
 
 @pytest.fixture(scope="session")
@@ -45,23 +57,6 @@ def lpips_weights(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("lpips") / "seeded.npz"
   np.savez(path, **seeded_lpips_weights())
   return str(path)
-
-
-def seeded_inception_weights(seed: int = 0) -> dict:
-  """Random FID Inception weights in the converter's layout (wm_jax/core/fid.py): He-scaled
-  convs, batch-norm scales and variances in [0.5, 1.5), shifts and means around 0."""
-  from wm_jax.core.fid import expected_shapes
-  rng = np.random.default_rng(seed)
-  out = {}
-  for key, shape in expected_shapes().items():
-    if key.endswith("conv.weight"):
-      fan_in = shape[1] * shape[2] * shape[3]
-      out[key] = (rng.normal(0, 1, shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
-    elif key.endswith("bn.weight") or key.endswith("running_var"):
-      out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-    else:
-      out[key] = rng.normal(0, 0.1, shape).astype(np.float32)
-  return out
 
 
 @pytest.fixture(scope="session")

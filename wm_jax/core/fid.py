@@ -19,9 +19,7 @@ equal frame counts, as the tables do.
 
 from __future__ import annotations
 
-import os
 import warnings
-import zipfile
 from typing import Callable
 
 import jax
@@ -29,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from wm_jax.errors import RunConfigError
+from wm_jax.core.pretrained import read_converted
 
 CONVERT_HINT = ("convert pytorch-fid's weights with python -m experiments.convert_weights "
                 "--inception=pt_inception-2015-12-05-6726825d.pth --out=fid_inception.npz")
@@ -108,19 +106,7 @@ def load_inception_weights(path: str) -> dict:
   """The .npz at `path` -> {conv name: (kernel [kh, kw, C_in, C_out], scale [C_out],
   shift [C_out])}, batch norm folded into a per-channel scale and shift; one sentence naming
   the fix if the file is missing, unreadable or lacks an array."""
-  if not os.path.isfile(path):
-    raise RunConfigError(f"Inception weights {path} do not exist: {CONVERT_HINT}.")
-  try:
-    with np.load(path) as f:
-      arrays = {k: f[k] for k in f.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise RunConfigError(f"Inception weights {path} cannot be read ({type(e).__name__}): "
-                         f"{CONVERT_HINT}.") from None
-  for key, shape in expected_shapes().items():
-    if key not in arrays or arrays[key].shape != shape:
-      found = "missing" if key not in arrays else f"of shape {arrays[key].shape}"
-      raise RunConfigError(f"Inception weights {path} do not hold {key} {shape} ({found}): "
-                           f"{CONVERT_HINT}.")
+  arrays = read_converted(path, expected_shapes(), "Inception", CONVERT_HINT)
   folded = {}
   for name in CONVS:
     get = lambda stat: arrays[f"{name}.bn.{stat}"].astype(np.float64)

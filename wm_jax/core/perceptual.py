@@ -19,15 +19,13 @@ that `load_lpips_weights` reads; its keys are the PyTorch state-dict names:
 
 from __future__ import annotations
 
-import os
-import zipfile
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wm_jax.errors import RunConfigError
+from wm_jax.core.pretrained import read_converted
 
 # torchvision's vgg16().features: conv (3x3, padding 1) + ReLU pairs, 2x2 max-pools after
 # indices 3, 8, 15 and 22; LPIPS taps the ReLU outputs at indices 3, 8, 15, 22 and 29.
@@ -57,19 +55,7 @@ def load_lpips_weights(path: str) -> dict:
   """The .npz at `path` -> {'convs': {i: (kernel [3, 3, C_in, C_out], bias [C_out])},
   'lins': [w_l [C_l]] x 5} as float32 jax arrays; one sentence naming the fix if the file is
   missing, unreadable or lacks an array."""
-  if not os.path.isfile(path):
-    raise RunConfigError(f"LPIPS weights {path} do not exist: {CONVERT_HINT}.")
-  try:
-    with np.load(path) as f:
-      arrays = {k: f[k] for k in f.files}
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise RunConfigError(f"LPIPS weights {path} cannot be read ({type(e).__name__}): "
-                         f"{CONVERT_HINT}.") from None
-  for key, shape in expected_shapes().items():
-    if key not in arrays or arrays[key].shape != shape:
-      found = "missing" if key not in arrays else f"of shape {arrays[key].shape}"
-      raise RunConfigError(f"LPIPS weights {path} do not hold {key} {shape} ({found}): "
-                           f"{CONVERT_HINT}.")
+  arrays = read_converted(path, expected_shapes(), "LPIPS", CONVERT_HINT)
   as_jax = lambda x: jnp.asarray(x, jnp.float32)
   return {"convs": {i: (as_jax(arrays[f"features.{i}.weight"].transpose(2, 3, 1, 0)),
                         as_jax(arrays[f"features.{i}.bias"]))
