@@ -126,9 +126,8 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
     world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))
   results = offline.evaluate(config, world_model, state, dataset, held_out, FLAGS.horizon,
                              FLAGS.eval_windows, FLAGS.eval_batch, context, perceptual)
-  results["update_bytes"] = offline.update_memory(world_model, state, dataset,
-                                                  config.run.batch_size, config.run.batch_length,
-                                                  counters["updates"])
+  results["update_bytes"] = update_memory(world_model, state, dataset, config, workdir,
+                                          counters["updates"])
   results.update(updates=counters["updates"], train_seconds=counters["wall_seconds"],
                  label=row.label, overrides=list(budget_overrides(row.method, FLAGS.budget)
                                                  + row.overrides))
@@ -140,6 +139,21 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
     json.dump(summary, f)
   os.replace(cache + ".tmp", cache)   # written last: a rerun trusts only a complete result
   return {**summary, **frames}
+
+
+def update_memory(world_model, state, dataset: Dataset, config, workdir: str, updates: int) -> int:
+  """offline.update_memory of the run in `workdir`, measured once per run and update count (the
+  rows of a sampling ablation share one training run, hence one update) and kept in the run."""
+  path = os.path.join(workdir, f"update_bytes_u{updates}.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return int(json.load(f))
+  measured = offline.update_memory(world_model, state, dataset, config.run.batch_size,
+                                   config.run.batch_length, updates)
+  with open(path + ".tmp", "w") as f:
+    json.dump(measured, f)
+  os.replace(path + ".tmp", path)
+  return measured
 
 
 def _jsonable(value):

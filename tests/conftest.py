@@ -17,6 +17,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="wm_jax_test_jit_"))
+# The tests are mostly XLA compiles of tiny programs: unoptimised CPU code compiles in about half
+# the time and computes the same values (speed is measured by benchmarks/, never by a test).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
@@ -65,3 +68,18 @@ def inception_weights(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("fid") / "seeded.npz"
   np.savez(path, **seeded_inception_weights())
   return str(path)
+
+
+# The tests that take a minute or more on 2 cores (end-to-end runs in subprocesses) start first,
+# so that the pytest-xdist workers finish together instead of one of them running a long test
+# alone at the end of `make test`.
+LONGEST = ("test_wm_quality.py::test_benchmark_writes_the_table",
+           "test_offline.py::test_train_offline_reports_resumes",
+           "test_world_models.py::test_three_phases_end_to_end",
+           "test_iris.py::test_staged_schedule_and_acting",
+           "test_train.py::test_vmapped_seeds_equal_single_seed_runs",
+           "test_multiprocess.py::test_two_process_update_equals_one_device_update")
+
+
+def pytest_collection_modifyitems(items):
+  items.sort(key=lambda item: not any(name in item.nodeid for name in LONGEST))

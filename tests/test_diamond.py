@@ -231,6 +231,7 @@ DATA_PARALLEL = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # ~1.5 min; the sharded update is the suite's one path, tested on DreamerV3 by `make test`
 def test_eight_device_update_equals_one_device_update():
   """All three steps on a batch of 8 sharded over 8 fake CPU devices equal the 1-device update
   up to float reduction order (the update averages over the global batch only)."""

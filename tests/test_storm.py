@@ -223,6 +223,7 @@ def test_runs_through_the_loop_and_resumes(tmp_path):
   assert again["agent_step"] == 600 and again["updates"] > counters["updates"]
 
 
+@pytest.mark.slow   # the sharded update is the suite's one path, tested on DreamerV3 by `make test`
 def test_eight_device_update_equals_one_device_update():
   out = subprocess.run([sys.executable, "-c", DATA_PARALLEL, ROOT, "storm"],
                        capture_output=True, text=True, timeout=600)

@@ -187,26 +187,25 @@ def test_benchmark_writes_the_table_resumes_and_refuses_other_frames(tmp_path):
   _write_dataset(tmp_path / "small", 32)
   out = tmp_path / "out"
   flags = [f"--datasets={tmp_path / 'squares'}", f"--out={out}", "--budget=paper",
-           "--methods=dreamerv3:debug,diamond:debug", "--minutes=0", "--updates=2",
+           "--methods=diamond:debug", "--minutes=0", "--updates=2",
            "--horizon=3", "--context=8", "--eval_windows=4", "--eval_batch=2",
            "--holdout=0.25", "--ablate=diamond:agent.denoiser.sampler.num_steps=1,2",
-           "--set=dreamerv3:run.batch_length=8", "--set=diamond:run.batch_length=8"]
+           "--set=diamond:run.batch_length=8"]
   run = _benchmark(*flags)
   assert run.returncode == 0, run.stderr[-3000:]
   folder = out / "squares"
   for name in ("table.md", "table.csv", "table.tex", "per_step.csv", "psnr.png", "strip.png"):
     assert (folder / name).stat().st_size > 0, name
   table = (folder / "table.md").read_text()
-  for row in ("| dreamerv3:debug |", "| diamond:debug |",
+  for row in ("| diamond:debug |",
               "| diamond:debug denoiser.sampler.num_steps=1 |", "| copy last frame |",
               "| mean frame |"):
     assert row in table, row
   assert "FID, FVD and LPIPS are not reported" in table
   # The sampling ablation reused DIAMOND's one training run.
-  assert sorted(os.listdir(folder / "runs")) == ["diamond__debug__run.batch_length=8",
-                                                 "dreamerv3__debug__run.batch_length=8"]
+  assert os.listdir(folder / "runs") == ["diamond__debug__run.batch_length=8"]
   results = json.loads((out / "results.json").read_text())["datasets"]["squares"]
-  assert [r["updates"] for r in results] == [2, 2, 2, 2]
+  assert [r["updates"] for r in results] == [2, 2, 2]
   assert all(r["context"] == 8 and len(r["model"]["psnr"]) == 3 for r in results)
   # A rerun trains nothing and evaluates nothing: it loads the results.
   again = _benchmark(*flags)
