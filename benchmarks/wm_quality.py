@@ -22,7 +22,7 @@ baselines are rows of the table.
 (wm_jax/quality.py's CPU_BUDGET; the overrides are printed in the report); `--budget=paper`
 keeps each config's defaults (a GPU budget). `--ablate=method:field=v1,v2,...` adds one row
 per value, DWM Table 3 style: fields that only change sampling (SAMPLING_FIELDS: denoising
-steps, Euler vs Heun, CFG weight) reuse the trained model; any other field (frame-stack vs
+steps, Euler vs Heun, CFG weight) reuse the trained model, set by --ablate or --set; any other field (frame-stack vs
 cross-attention, IRIS's tokens per frame, STORM's training context `run.batch_length`) trains
 its own.
 
@@ -91,7 +91,7 @@ def row_config(row: Row, budget: str, sampling: bool = True):
   config = module.get_config(row.variant)
   overrides = budget_overrides(row.method, budget) + row.fixed + row.train_overrides
   if sampling:
-    overrides += row.sample_overrides
+    overrides += row.sampling
   with config.unlocked():
     for text in overrides:
       apply_override(config, text)
@@ -111,7 +111,7 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
   if not finished:
     sys.exit("stopped by a signal; rerun the same command to resume.")
   cache = os.path.join(workdir, "quality_" + re.sub(
-      r"[^A-Za-z0-9_.=-]+", "_", "__".join(row.sample_overrides + (
+      r"[^A-Za-z0-9_.=-]+", "_", "__".join(row.sampling + (
           f"u{counters['updates']}", f"c{context}", f"h{FLAGS.horizon}",
           f"w{FLAGS.eval_windows}", f"b{FLAGS.eval_batch}")
       + (("lpips",) if perceptual.lpips else ()) + (("fid",) if perceptual.fid_features else ())))
@@ -121,7 +121,7 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
       saved = json.load(f)
     with np.load(cache[:-5] + ".npz") as frames:
       return {**saved, **{k: frames[k] for k in FRAMES}}
-  if row.sample_overrides:
+  if row.sampling:
     config = row_config(row, FLAGS.budget)
     world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))
   results = offline.evaluate(config, world_model, state, dataset, held_out, FLAGS.horizon,

@@ -103,6 +103,12 @@ def test_sampling_ablations_share_a_training_run_and_others_do_not():
   runs = [r.train_name for r in rows]
   assert runs[1] == runs[2] == runs[3]          # steps change sampling only
   assert len({runs[0], runs[1], runs[4], runs[5]}) == 4
+  # A sampling field set for every row keeps the training run and applies before the ablation.
+  heun = quality.make_rows(["diamond"], ["diamond:agent.denoiser.sampler.num_steps=10"],
+                           ["diamond:agent.denoiser.sampler.order=2"])
+  assert [r.label for r in heun] == ["diamond", "diamond denoiser.sampler.order=2"]
+  assert heun[0].train_name == heun[1].train_name == quality.make_rows(["diamond"], [], [])[0].train_name
+  assert heun[1].sampling == ("agent.denoiser.sampler.num_steps=10", "agent.denoiser.sampler.order=2")
   with pytest.raises(RunConfigError, match="has no offline world model"):
     quality.make_rows(["random"], [], [])
   with pytest.raises(RunConfigError, match="must start with one of the methods"):

@@ -61,6 +61,7 @@ class Row:
   method: str
   variant: str
   fixed: tuple[str, ...] = ()               # --set: every row of the method (not in the label)
+  fixed_sampling: tuple[str, ...] = ()      # --set of a sampling field (not in the label)
   train_overrides: tuple[str, ...] = ()     # an ablation value that changes the trained model
   sample_overrides: tuple[str, ...] = ()    # an ablation value that changes sampling only
 
@@ -74,7 +75,12 @@ class Row:
   @property
   def overrides(self) -> tuple[str, ...]:
     """The row's own overrides (after the budget's), in the order they apply."""
-    return self.fixed + self.train_overrides + self.sample_overrides
+    return self.fixed + self.train_overrides + self.sampling
+
+  @property
+  def sampling(self) -> tuple[str, ...]:
+    """Its overrides that change sampling only (--set, then the ablation value)."""
+    return self.fixed_sampling + self.sample_overrides
 
   @property
   def train_name(self) -> str:
@@ -124,7 +130,8 @@ def method_overrides(specs: list[str], methods: set[str], flag: str) -> dict[str
 
 def make_rows(methods: list[str], sets: list[str], ablations: list[str]) -> list[Row]:
   """The table's rows: each method[:variant] with its --set overrides, then one row per value
-  of each of its --ablate fields."""
+  of each of its --ablate fields. Rows that differ in SAMPLING_FIELDS only (by --set or
+  --ablate) share one training run."""
   rows = []
   parsed = [m.partition(":")[::2] for m in methods]
   for method, _ in parsed:
@@ -135,7 +142,10 @@ def make_rows(methods: list[str], sets: list[str], ablations: list[str]) -> list
   fixed = method_overrides(sets, names, "set")
   ablate = method_overrides(ablations, names, "ablate")
   for method, variant in parsed:
-    base = Row(method, variant or DEFAULT_VARIANT, tuple(fixed.get(method, ())))
+    sets = fixed.get(method, ())
+    base = Row(method, variant or DEFAULT_VARIANT,
+               tuple(o for o in sets if o.partition("=")[0] not in SAMPLING_FIELDS),
+               tuple(o for o in sets if o.partition("=")[0] in SAMPLING_FIELDS))
     rows.append(base)
     for spec in ablate.get(method, ()):
       field, _, values = spec.partition("=")
