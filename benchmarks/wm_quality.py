@@ -22,9 +22,9 @@ baselines are rows of the table.
 (wm_jax/quality.py's CPU_BUDGET; the overrides are printed in the report); `--budget=paper`
 keeps each config's defaults (a GPU budget). `--ablate=method:field=v1,v2,...` adds one row
 per value, DWM Table 3 style: fields that only change sampling (SAMPLING_FIELDS: denoising
-steps, Euler vs Heun, CFG weight) reuse the trained model, set by --ablate or --set; any other field (frame-stack vs
-cross-attention, IRIS's tokens per frame, STORM's training context `run.batch_length`) trains
-its own.
+steps, Euler vs Heun, CFG weight), given by --ablate or --set, reuse the trained model; any
+other field (frame-stack vs cross-attention, IRIS's tokens per frame, STORM's training context
+`run.batch_length`) trains its own.
 
 Writes, per dataset, <out>/<dataset>/: table.md, table.csv, table.tex, per_step.csv,
 psnr.png (PSNR and SSIM against the open-loop step, one curve per row) and strip.png (real
@@ -120,7 +120,8 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
     with open(cache) as f:
       saved = json.load(f)
     with np.load(cache[:-5] + ".npz") as frames:
-      return {**saved, **{k: frames[k] for k in FRAMES}}
+      # The label is the row's own: another row with the same sampling may have written it.
+      return {**saved, "label": row.label, **{k: frames[k] for k in FRAMES}}
   if row.sampling:
     config = row_config(row, FLAGS.budget)
     world_model = make_world_model(config.method, config.agent, env_spec(dataset.spec))

@@ -142,10 +142,10 @@ def make_rows(methods: list[str], sets: list[str], ablations: list[str]) -> list
   fixed = method_overrides(sets, names, "set")
   ablate = method_overrides(ablations, names, "ablate")
   for method, variant in parsed:
-    sets = fixed.get(method, ())
+    method_sets = fixed.get(method, ())
     base = Row(method, variant or DEFAULT_VARIANT,
-               tuple(o for o in sets if o.partition("=")[0] not in SAMPLING_FIELDS),
-               tuple(o for o in sets if o.partition("=")[0] in SAMPLING_FIELDS))
+               tuple(o for o in method_sets if o.partition("=")[0] not in SAMPLING_FIELDS),
+               tuple(o for o in method_sets if o.partition("=")[0] in SAMPLING_FIELDS))
     rows.append(base)
     for spec in ablate.get(method, ()):
       field, _, values = spec.partition("=")
