@@ -7,20 +7,36 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 
-def run_command(cmd: list, limit_s: float, log_path: str, sigint_after_s: float | None = None):
-  """(returncode or 'timeout', stdout) of `cmd`, stderr to `log_path`; SIGINT after `sigint_after_s`."""
+def run_command(cmd: list, limit_s: float, log_path: str, sigint_after_s: float | None = None,
+                clock_starts=None):
+  """(returncode or 'timeout', stdout) of `cmd`, stderr to `log_path`, killed after `limit_s`.
+
+  With `sigint_after_s`, SIGINT is sent that many seconds after `clock_starts()` (a predicate
+  polled every second; None: at once) first holds, and the run gets the rest of `limit_s` to
+  save and exit.
+  """
+  t0 = time.monotonic()
+  clock = None if clock_starts else t0
   with open(log_path, "w") as log:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                             start_new_session=True)
     try:
-      if sigint_after_s is not None:
+      while sigint_after_s is not None:
         try:
-          return proc.wait(timeout=sigint_after_s), proc.stdout.read()
+          return proc.wait(timeout=1), proc.stdout.read()
         except subprocess.TimeoutExpired:
-          proc.send_signal(signal.SIGINT)
-      out, _ = proc.communicate(timeout=max(limit_s - (sigint_after_s or 0), 1))
+          now = time.monotonic()
+          if clock is None and clock_starts():
+            clock = now
+          if clock is not None and now - clock >= sigint_after_s:
+            proc.send_signal(signal.SIGINT)
+            break
+          if now - t0 >= limit_s:
+            raise
+      out, _ = proc.communicate(timeout=max(limit_s - (time.monotonic() - t0), 1))
       return proc.returncode, out
     except subprocess.TimeoutExpired:
       os.killpg(proc.pid, signal.SIGKILL)
@@ -38,6 +54,15 @@ def metrics_path(workdir: str) -> str:
   """metrics.jsonl of a run directory, or of its first seed's (a run of run.num_seeds > 1)."""
   seed_dirs = sorted(name for name in os.listdir(workdir) if name.startswith("seed_"))
   return os.path.join(workdir, seed_dirs[0] if seed_dirs else "", "metrics.jsonl")
+
+
+def updates_began(workdir: str) -> bool:
+  """Whether a run's metrics.jsonl holds a log interval with updates (the first has compiled)."""
+  try:
+    with open(metrics_path(workdir)) as f:
+      return any(json.loads(line).get("updates", 0) > 0 for line in f if line.strip())
+  except (OSError, ValueError):
+    return False
 
 
 def steady_figures(workdir: str) -> dict:

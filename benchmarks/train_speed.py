@@ -214,7 +214,7 @@ def measure_storm(size: str, spec: EnvSpec, B: int, T: int, updates: int) -> dic
     """The same rollout, recomputing the causal pass over all C + t tokens at every step."""
     apply = lambda *a, method: wm.net.apply(params, *a, method=method)
     L = C + H
-    tokens = jnp.zeros((N, L, cfg.transformer.width), jnp.float32)   # context left as zeros
+    tokens = jnp.zeros((N, L, cfg.transformer.width), wm.net.dtype)   # context left as zeros
 
     def step(carry, k):
       tokens, s, t = carry

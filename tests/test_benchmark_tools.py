@@ -1,8 +1,11 @@
-"""benchmarks/flops.py (the MFU numerator), the run-log reading of gpu_check and seed_scaling
-(benchmarks/run_figures.py), gpu_check's check names, and the per-jaxlib XLA:CPU flags."""
+"""benchmarks/flops.py (the MFU numerator), the run-log reading and the SIGINT clock of
+gpu_check and seed_scaling (benchmarks/run_figures.py), gpu_check's check names and sets, and the
+per-jaxlib XLA:CPU flags."""
 
 import json
 import os
+import sys
+import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -11,7 +14,7 @@ from absl import app
 
 from benchmarks import gpu_check
 from benchmarks.flops import count_flops, mfu
-from benchmarks.run_figures import steady_figures
+from benchmarks.run_figures import run_command, steady_figures, updates_began
 from wm_jax import xla_cpu
 
 
@@ -80,3 +83,34 @@ def test_gpu_check_refuses_unknown_checks_in_one_sentence():
               "atari:dreamerv3:five"):
     with pytest.raises(app.UsageError, match=f"Unknown check '{bad}': use speed:"):
       gpu_check.check_names([bad])
+
+
+def test_gpu_check_sets_and_own_time_limits():
+  checks = gpu_check.expand_checks(list(gpu_check.CHECK_SETS) + ["atari:iris@200", "official:diamond"])
+  assert checks[0] == ("speed:dreamerv3:S:bfloat16", None)
+  assert ("atari:dreamerv3:5", 130) in checks and ("speed:dreamerv3:S:float32", None) in checks
+  assert checks[-2:] == [("atari:iris", 200), ("official:diamond", None)]
+  with pytest.raises(app.UsageError, match="Bad time limit in 'atari:iris@2m': write the seconds"):
+    gpu_check.expand_checks(["atari:iris@2m"])
+  with pytest.raises(app.UsageError, match="Unknown check 'dreamer': use speed:"):
+    gpu_check.expand_checks(["dreamer"])
+
+
+def test_sigint_clock_starts_when_the_first_update_is_logged(tmp_path):
+  """The run is interrupted `sigint_after_s` after its metrics show an update, not after it
+  started: a slow start (compile) no longer eats the measured window."""
+  child = textwrap.dedent(f"""
+      import json, signal, sys, time
+      signal.signal(signal.SIGINT, lambda *_: (print(time.monotonic() - began), sys.exit(0)))
+      time.sleep(2.0)
+      with open({str(tmp_path / "metrics.jsonl")!r}, "w") as f:
+        f.write(json.dumps({{"agent_step": 128, "updates": 1}}) + "\\n")
+      began = time.monotonic()
+      time.sleep(60)
+  """)
+  assert not updates_began(str(tmp_path))
+  status, out = run_command([sys.executable, "-c", child], 30, str(tmp_path / "log"),
+                            sigint_after_s=1.5, clock_starts=lambda: updates_began(str(tmp_path)))
+  assert status == 0, (tmp_path / "log").read_text()
+  assert 1.5 <= float(out) < 25
+  assert updates_began(str(tmp_path))
