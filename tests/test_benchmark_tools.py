@@ -1,6 +1,6 @@
 """benchmarks/flops.py (the MFU numerator), the run-log reading and the SIGINT clock of
-gpu_check and seed_scaling (benchmarks/run_figures.py), gpu_check's check names and sets, and the
-per-jaxlib XLA:CPU flags."""
+gpu_check and seed_scaling (benchmarks/run_figures.py), gpu_check's check names and sets, the
+per-jaxlib XLA:CPU flags, and the environment an official JAX code runs in."""
 
 import json
 import os
@@ -14,6 +14,7 @@ from absl import app
 
 from benchmarks import gpu_check
 from benchmarks.flops import count_flops, mfu
+from benchmarks.official import official_env
 from benchmarks.run_figures import run_command, steady_figures, updates_began
 from wm_jax import xla_cpu
 
@@ -114,3 +115,15 @@ def test_sigint_clock_starts_when_the_first_update_is_logged(tmp_path):
   assert status == 0, (tmp_path / "log").read_text()
   assert 1.5 <= float(out) < 25
   assert updates_began(str(tmp_path))
+
+
+def test_official_code_runs_without_the_flags_wm_jax_added(monkeypatch):
+  """An official JAX code runs another jaxlib, which stops on flags it does not know."""
+  from jaxlib import version
+  added = xla_cpu.flags_for(version.__version__)
+  if added is None:
+    pytest.skip("no XLA:CPU flags for this jaxlib")
+  monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 {added}")
+  assert official_env()["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=default")
+  assert official_env()["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=default"
