@@ -9,7 +9,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.config_files import parse_flags
-from wm_jax import parallel
+from wm_jax import jit_cache, parallel
 from wm_jax.errors import UserError
 from wm_jax.train import train
 
@@ -35,6 +35,7 @@ def main(argv):
   if not flags.FLAGS["verbosity"].present:   # orbax logs every save at INFO; --verbosity=0 shows it
     logging.set_verbosity(logging.WARNING)
   parallel.maybe_initialize_distributed()
+  jit_cache.enable()
   method = _CONFIG.value.get("method")
   if method in OWN_ENTRY_POINTS:
     why, command = OWN_ENTRY_POINTS[method]

@@ -27,7 +27,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments.config_files import parse_flags
-from wm_jax import offline
+from wm_jax import jit_cache, offline
 from wm_jax.dataset import load_dataset
 from wm_jax.errors import RunConfigError, UserError
 
@@ -57,6 +57,7 @@ flags.mark_flags_as_required(["config", "dataset", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  jit_cache.enable()
   config = _CONFIG.value
   try:
     for name, value in (("updates", _UPDATES.value), ("horizon", _HORIZON.value),

@@ -38,6 +38,7 @@ from ml_collections import config_flags
 from tqdm import tqdm
 
 from experiments.config_files import parse_flags
+from wm_jax import jit_cache
 from wm_jax.agents import world_models as wmod
 from wm_jax.dataset import DatasetWriter, collect_episodes, concatenate_datasets, load_dataset
 from wm_jax.envs import make_env
@@ -282,6 +283,7 @@ def report(config, dataset, scores: dict, results: dict, data_steps: dict, out: 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  jit_cache.enable()
   try:
     summary = run(_CONFIG.value, _DATASET.value, _OUT.value, _CONTROLLERS.value)
     print(json.dumps(summary, indent=1))
