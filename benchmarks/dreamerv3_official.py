@@ -170,6 +170,7 @@ print(json.dumps({"update_s": (time.perf_counter() - t0) / n, "first_call_s": fi
                   "jax": jax.__version__, "params": int(params)}))
 """
 
+
 def official_round(cache_dir: str) -> dict:
   official, _ = SIZES[(FLAGS.release, FLAGS.size)]
   args = [FLAGS.batch_size, FLAGS.batch_length, FLAGS.actions, FLAGS.updates,
@@ -192,8 +193,8 @@ def our_update():
   cfg = dreamerv3.get_config("atari100k").agent
   cfg.precision = "float32"
   for field, value in SIZES[(FLAGS.release, FLAGS.size)][1].items():
-    section, _, name = field.rpartition(".")
-    (cfg[section] if section else cfg)[name] = value
+    section, name = field.split(".")
+    cfg[section][name] = value
   spec = EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")},
                  act=ActionSpec(True, num_actions=FLAGS.actions))
   agent = make_dreamer(cfg, spec)
