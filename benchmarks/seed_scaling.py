@@ -4,11 +4,11 @@
       [--seeds=1,5] [--seconds=120] [--rounds=1] [--overrides=--config.env.num_envs=4,...]
 
 Each run is `experiments.train` in a fresh workdir with run.num_seeds=S, stopped by SIGINT
-`--seconds` after its first update has compiled (and logged); its rates are read from the log intervals after the first update compiled
-(benchmarks/run_figures.py), per seed. `time_ratio` is the wall time of S seeds over that of
-one seed for the same agent steps and updates per seed: S separate runs one after another
-cost S, and issue 10's goal on an accelerator is <= 1.5 at S = 5. Runs alternate over the seed
-counts, `--rounds` times; the JSON holds every run and the medians.
+`--seconds` after its first update has compiled and logged; its rates are read from the log
+intervals after that one (benchmarks/run_figures.py), per seed. `time_ratio` is the wall time
+of S seeds over that of one seed for the same agent steps and updates per seed: S separate runs
+one after another cost S, and issue 10's goal on an accelerator is <= 1.5 at S = 5. Runs
+alternate over the seed counts, `--rounds` times; the JSON holds every run and the medians.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from benchmarks.run_figures import log_tail, run_command, steady_figures, update
 _CONFIG = flags.DEFINE_string("config", "experiments/configs/dreamerv3.py:debug",
                               "config file and variant, as for experiments.train")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "5"], "seed counts to compare; the first is the base")
-_SECONDS = flags.DEFINE_integer("seconds", 120, "seconds each run trains after its first update, before its SIGINT")
+_SECONDS = flags.DEFINE_integer("seconds", 120, "seconds each run trains after its first "
+                                "update, before its SIGINT")
 _ROUNDS = flags.DEFINE_integer("rounds", 1, "alternations over the seed counts")
 _OVERRIDES = flags.DEFINE_list("overrides", [], "extra --config.* flags for every run")
 

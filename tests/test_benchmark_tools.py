@@ -87,7 +87,8 @@ def test_gpu_check_refuses_unknown_checks_in_one_sentence():
 
 
 def test_gpu_check_sets_and_own_time_limits():
-  checks = gpu_check.expand_checks(list(gpu_check.CHECK_SETS) + ["atari:iris@200", "official:diamond"])
+  checks = gpu_check.expand_checks(
+      list(gpu_check.CHECK_SETS) + ["atari:iris@200", "official:diamond"])
   assert checks[0] == ("speed:dreamerv3:S:bfloat16", None)
   assert ("atari:dreamerv3:5", 130) in checks and ("speed:dreamerv3:S:float32", None) in checks
   assert checks[-2:] == [("atari:iris", 200), ("official:diamond", None)]
