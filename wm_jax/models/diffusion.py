@@ -43,7 +43,7 @@ default_init) instead of PyTorch's defaults, keeping DIAMOND's zero init of each
 second conv, of the attention output projection and of conv_out (their biases start at 0 here,
 at PyTorch's small uniform there) and its orthogonal init of the down-sampling convs; the
 stride-2 down-sampling conv is `nets.DownConv` ('SAME' padding, window offset by one pixel
-from PyTorch's padding=1; faster gradients on CPU); the Fourier-feature frequencies are
+from PyTorch's padding=1); the Fourier-feature frequencies are
 fixed N(0, 1) draws of jax.random.key(0), a constant rather than DIAMOND's per-run buffer; the
 frames' scaling by 1 / sigma_data (DIAMOND's Denoiser.compute_model_output) happens inside the
 net (`prev_frame_scale`).
