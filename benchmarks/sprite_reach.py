@@ -2,14 +2,15 @@
 wm_jax/envs/sprite.py) through the real training loop (wm_jax.train), printing the eval-return
 curve next to a uniformly random policy's return, and the wall clock, as JSON.
 
-  python -m benchmarks.sprite_reach [--method=iris] [--steps=20000] [--max_minutes=30]
+  python -m benchmarks.sprite_reach [--method=iris] [--steps=20000] [--max_minutes=30] \
+      [--override=agent.imag_batch=256 ...]
 
-Everything but the run length, evaluation schedule and seed is the variant's own (network
-sizes, replay batch, train ratio, learning rates, IRIS's stage starts): see
-experiments/configs/<method>.py. The random baseline plays `--random_episodes` episodes of the
-same env with uniformly random actions (about 1.2 per 50-step episode; walking straight to the
-goal scores about 18). `--max_minutes` stops the run (with a checkpoint) when the wall-clock
-budget is spent.
+Everything but the run length, evaluation schedule, seed and the `--override` fields is the
+variant's own (network sizes, replay batch, train ratio, learning rates, IRIS's stage starts):
+see experiments/configs/<method>.py; the overrides are printed with the result. The random
+baseline plays `--random_episodes` episodes of the same env with uniformly random actions
+(about 1.2 per 50-step episode; walking straight to the goal scores about 18). `--max_minutes`
+stops the run (with a checkpoint) when the wall-clock budget is spent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import tempfile
 import time
 
@@ -26,6 +28,8 @@ from absl import app, flags
 
 from benchmarks.learning import eval_curve, stop_after
 from wm_jax.envs import sprite
+from wm_jax.errors import UserError
+from wm_jax.quality import apply_override
 from wm_jax.train import train
 
 FLAGS = flags.FLAGS
@@ -38,6 +42,8 @@ flags.DEFINE_integer("random_episodes", 256, "episodes of the random baseline")
 flags.DEFINE_float("max_minutes", 0.0, "stop after this many minutes (0: no limit)")
 flags.DEFINE_integer("seed", 0, "seed")
 flags.DEFINE_string("workdir", "", "run directory (default: a fresh temporary one)")
+flags.DEFINE_multi_string("override", [], "field=value set on the debug variant's config, "
+                          "e.g. agent.actor_opt.lr=1e-4 (repeatable)")
 
 
 def random_policy_return(episodes: int, key: jax.Array) -> float:
@@ -64,10 +70,19 @@ def make_config():
                     eval_episodes=FLAGS.eval_episodes, log_every=FLAGS.eval_every,
                     checkpoint_every=FLAGS.eval_every,
                     replay_capacity=max(FLAGS.steps, config.run.replay_capacity))
+  for override in FLAGS.override:
+    apply_override(config, override)
   return config
 
 
 def main(_):
+  try:
+    run()
+  except UserError as e:
+    sys.exit(f"error: {e}")
+
+
+def run():
   config = make_config()
   workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="sprite_reach_")
   random_return = random_policy_return(FLAGS.random_episodes, jax.random.key(FLAGS.seed))
@@ -82,7 +97,8 @@ def main(_):
                    "eval_episodes": FLAGS.eval_episodes, "seed": FLAGS.seed,
                    "train_ratio": config.run.train_ratio, "batch_size": config.run.batch_size,
                    "batch_length": config.run.batch_length,
-                   "learning_starts": config.run.learning_starts},
+                   "learning_starts": config.run.learning_starts,
+                   "overrides": FLAGS.override},
       "random_policy_mean_return": round(random_return, 2),
       "agent_steps": counters["agent_step"], "updates": counters["updates"],
       "wall_seconds": round(wall, 1), "cpu_count": os.cpu_count(),

@@ -4,7 +4,9 @@
       --config.env.task=Breakout --steps=50000 --out=data/breakout_random
 
 The env (suite, task, protocol card, number of envs) comes from `--config`'s `env` section.
-`--policy=random` (the default) acts uniformly at random; `--policy=RUN_DIR` acts with the
+`--policy=random` (the default) acts uniformly at random; `--policy=random_controller` with
+World Models' config (experiments/configs/world_models.py) drives each episode with a new
+randomly initialised controller, the random rollouts of Ha's code; `--policy=RUN_DIR` acts with the
 agent of a run of `experiments.train` (its config.json and latest checkpoint), sampling its
 actions (`--explore`, the default) or taking its evaluation actions (`--noexplore`);
 `--policy=OUT/controller_dream.pkl` acts with a World Models controller of
@@ -30,7 +32,7 @@ from ml_collections import config_flags
 
 from experiments.config_files import parse_flags
 from wm_jax.agents import make_agent
-from wm_jax.agents.world_models import load_controller_policy
+from wm_jax.agents.world_models import load_controller_policy, random_controller_agent
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.dataset import DatasetWriter, collect_episodes, dataset_spec
 from wm_jax.envs import make_env, protocol_card
@@ -41,7 +43,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "experiments/configs/<method>.py:<variant>.", lock_config=True)
 _OUT = flags.DEFINE_string("out", None, "Dataset folder (created, or resumed if it exists).")
 _STEPS = flags.DEFINE_integer("steps", 10_000, "Steps the dataset holds when done.")
-_POLICY = flags.DEFINE_string("policy", "random", "'random', a run directory of "
+_POLICY = flags.DEFINE_string("policy", "random", "'random', 'random_controller' (World "
+                              "Models' config only), a run directory of "
                               "experiments.train whose agent acts, or a controller file of "
                               "experiments.world_models (controller_dream.pkl).")
 _EXPLORE = flags.DEFINE_bool("explore", True, "Sample the agent's actions (else its eval mode).")
@@ -58,11 +61,21 @@ def _as_tuples(value):
   return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def load_policy(policy: str, spec, seed: int):
-  """(agent, state, name) of `policy`: the random agent, or a trained run's agent at its latest
-  checkpoint (one sentence if the run cannot act in an env of `spec`)."""
+def load_policy(policy: str, spec, seed: int, config: ml_collections.ConfigDict):
+  """(agent, state, name) of `policy`: the random agent, Ha's random controllers (World Models'
+  `config`), or a trained run's agent at its latest checkpoint (one sentence if the run cannot
+  act in an env of `spec`)."""
   if policy == "random":
     return make_agent("random", None, spec), {}, "random"
+  if policy == "random_controller":
+    if config.get("method") != "world_models" or spec.act.discrete:
+      raise RunConfigError("--policy=random_controller drives World Models' controller, which "
+                           "needs continuous actions: pass --config=experiments/configs/"
+                           "world_models.py:<variant> (CarRacing), or use --policy=random.")
+    c = config.controller
+    agent = random_controller_agent(config.vae.z_size, config.rnn.units, spec.act.dim,
+                                    c.random_std, tuple(c.clip_dims))
+    return agent, {}, f"random controllers (params Cauchy x U(0, {c.random_std:g}))"
   if os.path.isfile(policy):
     return load_controller_policy(policy, spec)
   path = os.path.join(policy, "config.json")
@@ -114,7 +127,7 @@ def main(argv):
         env = make_env(config.env.suite, config.env.task, config.env.num_envs, seed,
                        **config.env.protocol)
         print(f"resuming {_OUT.value} at {writer.steps:,} steps", file=sys.stderr)
-      agent, state, policy = load_policy(_POLICY.value, env.spec, seed)
+      agent, state, policy = load_policy(_POLICY.value, env.spec, seed, config)
       collect_episodes(env, agent, state, writer, _STEPS.value, seed, policy,
                        _EXPLORE.value, _PROGRESS.value)
     finally:

@@ -1,13 +1,13 @@
 """World Models (Ha & Schmidhuber 2018) in its three phases, from a dataset of random rollouts:
 
   python -m experiments.collect --config=experiments/configs/world_models.py:cpu \\
-      --steps=48000 --out=data/carracing_random                    # 1. random rollouts
+      --policy=random_controller --steps=48000 --out=data/carracing_rc  # 1. random rollouts
   python -m experiments.world_models --config=experiments/configs/world_models.py:cpu \\
-      --dataset=data/carracing_random --out=runs/world_models      # 2. V, M; 3. C
+      --dataset=data/carracing_rc --out=runs/world_models          # 2. V, M; 3. C
 
 trains V (the VAE) and M (the MDN-RNN) on the dataset, then evolves the controller C with
-CMA-ES twice, entirely inside M's dream and in the real env, and scores both and the random
-policy in the real env (`eval_episodes` full episodes each). Writes into --out: config.json,
+CMA-ES twice, entirely inside M's dream and in the real env, and scores both, uniform random
+actions and Ha's random controllers in the real env (`eval_episodes` full episodes each). Writes into --out: config.json,
 vae.msgpack, rnn.msgpack, controller_{dream,real}.pkl (CMA-ES state after each generation),
 and the report world_models.json / world_models.md with the real env steps each controller
 used, the CMA-ES generations per second, evolution.png (fitness per generation) and frames.png
@@ -40,6 +40,7 @@ from tqdm import tqdm
 from experiments.config_files import parse_flags
 from wm_jax import jit_cache
 from wm_jax.agents import world_models as wmod
+from wm_jax.agents.random_agent import make_random
 from wm_jax.dataset import DatasetWriter, collect_episodes, concatenate_datasets, load_dataset
 from wm_jax.envs import make_env
 from wm_jax.errors import RunConfigError, UserError
@@ -73,18 +74,21 @@ def load_or_train(path: str, template, train_fn):
   return params
 
 
-def random_returns(env, episodes: int, max_steps: int, seed: int) -> np.ndarray:
-  """Returns [episodes] of uniform random actions in the real env (first episode of each env)."""
-  rng = np.random.default_rng(seed)
-  env.reset()
+def agent_returns(env, agent, max_steps: int, seed: int) -> np.ndarray:
+  """Returns [N] of a parameter-free `Agent` (the random baselines) in the real env: the first
+  episode of each of env's N envs, at most max_steps steps."""
+  act = jax.jit(lambda carry, obs, key: agent.act({}, carry, obs, key, True))
+  key, step, carry = jax.random.PRNGKey(seed), env.reset(), agent.initial_carry(env.num_envs)
   total, done = np.zeros(env.num_envs), np.zeros(env.num_envs, bool)
-  for _ in range(max_steps):
-    step = env.step(rng.uniform(-1, 1, (env.num_envs, env.spec.act.dim)).astype(np.float32))
+  for t in range(max_steps):
+    action, carry = act(carry, {k: step[k] for k in ("image", "is_first")},
+                        jax.random.fold_in(key, t))
+    step = env.step(np.asarray(action))
     total += np.where(done, 0.0, step["reward"])
     done |= step["is_last"]
     if done.all():
       break
-  return total[:episodes]
+  return total
 
 
 def frame_strip(vae, vae_params, rnn, rnn_params, episode: dict, start: int, length: int,
@@ -205,8 +209,7 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
       else:
         env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
                        config.seed + 1000, **env_kwargs)
-        fitness = wmod.make_real_fitness(vae, vae_params, rnn, rnn_params, env, c.rollouts,
-                                         c.max_steps)
+        fitness = wmod.make_real_fitness(vae, vae_params, rnn, rnn_params, env, c)
       label = name + suffix
       start = results[f"dream round {round_ - 1}" if round_ > 1 else "dream"]["mean"] \
           if round_ else None
@@ -220,11 +223,16 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
   episodes = config.eval_episodes
   env = make_env(config.env.suite, config.env.task, episodes, config.seed + 2000, **env_kwargs)
   limit = env.protocol.time_limit
-  scores = {"random": random_returns(env, episodes, limit, config.seed)}
+  baselines = {"random": make_random(None, env.spec),
+               "random controller": wmod.random_controller_agent(
+                   config.vae.z_size, config.rnn.units, action_size, c.random_std,
+                   tuple(c.clip_dims))}
+  scores = {name: agent_returns(env, agent, limit, config.seed)
+            for name, agent in baselines.items()}
   for label, res in results.items():
     thetas = np.repeat(res["mean"][None], episodes, 0)
     scores[policy_name(label)] = wmod.real_returns(vae, vae_params, rnn, memory[label], thetas,
-                                                   env, limit)[0]
+                                                   env, limit, tuple(c.clip_dims))[0]
   env.close()
   frame_strip(vae, vae_params, rnn, rnn_params,
               dataset.episodes([dataset.num_episodes - 1]), 50, 10, c.temperature,
@@ -245,7 +253,8 @@ def report(config, dataset, scores: dict, results: dict, data_steps: dict, out: 
       "variant": config.variant, "env": f"{config.env.suite}/{config.env.task}",
       "hardware": f"{jax.devices()[0].platform} ({os.cpu_count()} cores)",
       "dataset": {"directory": dataset.directory, "episodes": dataset.num_episodes,
-                  "steps": int(len(dataset.steps["is_first"]))},
+                  "steps": int(len(dataset.steps["is_first"])),
+                  "policies": sorted({s["policy"] for s in dataset.manifest["shards"]})},
       "eval_episodes": config.eval_episodes,
       "real_env_return": {k: {"mean": round(float(np.mean(v)), 1),
                               "std": round(float(np.std(v)), 1),
@@ -263,8 +272,9 @@ def report(config, dataset, scores: dict, results: dict, data_steps: dict, out: 
   with open(os.path.join(out, "world_models.json"), "w") as f:
     json.dump(summary, f, indent=1)
   lines = [f"# World Models on {summary['env']} ({config.variant}), {summary['hardware']}", "",
-           f"Dataset: {summary['dataset']['episodes']} random episodes, "
-           f"{summary['dataset']['steps']:,} steps; {config.iterate.rounds} rounds of the "
+           f"Dataset: {summary['dataset']['episodes']} episodes, "
+           f"{summary['dataset']['steps']:,} steps, of "
+           f"{' and '.join(summary['dataset']['policies'])}; {config.iterate.rounds} rounds of the "
            f"iterative procedure ({config.iterate.steps:,} steps of the last dream-trained C "
            f"each). Real-env return over {config.eval_episodes} full episodes:", "",
            "| policy | mean return | std | real env steps used |", "|---|---|---|---|"]

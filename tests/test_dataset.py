@@ -186,11 +186,14 @@ def test_a_trained_runs_agent_is_restored_as_the_policy_without_its_replay(tmp_p
                   "replay": {"image": np.ones((50, 64, 64, 3), np.uint8)}}, {"agent_step": 120})
   ckpt.close()
   (tmp_path / "run" / "config.json").write_text(config.to_json_best_effort())
-  _, restored, name = load_policy(str(tmp_path / "run"), env.spec, seed=1)
+  _, restored, name = load_policy(str(tmp_path / "run"), env.spec, 1, config)
   assert name.startswith("diamond run ") and name.endswith("at step 120")
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(a, b)
   other = EnvSpec(obs=env.spec.obs, act=ActionSpec(discrete=True, num_actions=9))
   with pytest.raises(Exception, match="does not fit this env"):
-    load_policy(str(tmp_path / "run"), other, seed=1)
+    load_policy(str(tmp_path / "run"), other, 1, config)
+  with pytest.raises(Exception, match="random_controller drives World Models' controller.*"
+                                      "world_models.py"):
+    load_policy("random_controller", env.spec, 1, config)
   env.close()

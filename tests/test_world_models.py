@@ -59,6 +59,33 @@ def test_controller_is_tanh_of_a_linear_map_of_z_and_h():
   np.testing.assert_allclose(wmod.controller_action(theta, z, h)[0], expected, rtol=1e-6)
 
 
+def test_clip_dims_reach_the_env_as_clip_at_zero_and_the_rest_unchanged():
+  # the env applies (a + 1) / 2; Ha's brake is clip(a, 0, 1), so C's -0.7 is no brake (-1 here)
+  output = jnp.array([[-0.7, -0.7, -0.7], [0.4, 0.4, 0.4]])
+  np.testing.assert_allclose(wmod.env_action(output, (2,)),
+                             [[-0.7, -0.7, -1.0], [0.4, 0.4, -0.2]], atol=1e-6)
+  np.testing.assert_allclose((wmod.env_action(output, (2,))[:, 2] + 1) / 2,
+                             np.clip(output[:, 2], 0, 1), atol=1e-6)
+  np.testing.assert_array_equal(wmod.env_action(output, ()), output)
+
+
+def test_random_controllers_are_new_each_episode_and_mostly_near_zero():
+  agent = wmod.random_controller_agent(4, 8, 3, max_std=0.01, clip_dims=(2,))
+  carry = agent.initial_carry(512)
+  obs = lambda first: {"image": np.zeros((512, 64, 64, 3), np.uint8),
+                       "is_first": np.full(512, first)}
+  action, thetas = agent.act({}, carry, obs(True), jax.random.PRNGKey(0), True)
+  assert thetas.shape == (512, wmod.controller_size(4, 8, 3))
+  # Cauchy x U(0, 0.01): the median |param| is ~0.005 x 1, the tails reach far beyond
+  assert 0.001 < float(jnp.median(jnp.abs(thetas))) < 0.005 and float(jnp.max(jnp.abs(thetas))) > 1
+  assert float(jnp.median(jnp.abs(action[:, :2]))) < 0.1   # steer ~0, gas ~half
+  assert float(jnp.mean(action[:, 2] == -1.0)) > 0.4        # about half never brake
+  _, same = agent.act({}, thetas, obs(False), jax.random.PRNGKey(1), True)
+  np.testing.assert_array_equal(same, thetas)               # C is kept within an episode
+  _, new = agent.act({}, thetas, obs(True), jax.random.PRNGKey(1), True)
+  assert np.all(np.asarray(new != thetas).any(-1))
+
+
 def test_memory_batches_pair_each_latent_with_the_action_taken_there():
   # two episodes of 4 steps; the suite stores the action and reward that *led to* a step
   steps = {"is_first": np.array([1, 0, 0, 0, 1, 0, 0, 0], bool),
@@ -108,13 +135,14 @@ def test_the_controller_agent_resets_m_at_episode_starts_and_explores_only_when_
   k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(0), 4)
   state = {"vae": vae.init(k1, np.zeros((1, 64, 64, 3), np.uint8)), "rnn": rnn.init(k2, 3),
            "theta": jax.random.normal(k3, (wmod.controller_size(4, 8, 3),))}
-  agent = wmod.controller_agent(vae, rnn, state, 3, explore_std=0.5)
+  agent = wmod.controller_agent(vae, rnn, state, 3, explore_std=0.5, clip_dims=(2,))
   assert agent.init(k4) is state
   images = np.asarray(jax.random.randint(k4, (2, 64, 64, 3), 0, 256), np.uint8)
   first = {"image": images, "is_first": np.array([True, True])}
   action, carry = agent.act(state, agent.initial_carry(2), first, k4, False)
   want_carry, want = wmod.controller_step(vae, state["vae"], rnn, state["rnn"],
-                                          jnp.stack([state["theta"]] * 2), rnn.initial(2), images)
+                                          jnp.stack([state["theta"]] * 2), rnn.initial(2), images,
+                                          (2,))
   np.testing.assert_allclose(action, want, atol=1e-6)
   np.testing.assert_allclose(carry[1], want_carry[1], atol=1e-6)
   # env 0 starts a new episode (M reset: the same action again), env 1 goes on from its state
@@ -153,7 +181,8 @@ def _run(module, *args):
 def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
   config = "--config=experiments/configs/world_models.py:debug"
   data, out = str(tmp_path / "data"), str(tmp_path / "out")
-  proc = _run("experiments.collect", config, "--steps=200", f"--out={data}", "--noprogress")
+  proc = _run("experiments.collect", config, "--steps=200", f"--out={data}", "--noprogress",
+              "--policy=random_controller")                     # Ha's random rollouts
   assert proc.returncode == 0, proc.stderr[-2000:]
   proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
               "--noprogress", "--config.iterate.rounds=1")
@@ -164,8 +193,9 @@ def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
                "round1/controller_dream.pkl"):
     assert os.path.exists(os.path.join(out, name)), name
   summary = json.load(open(os.path.join(out, "world_models.json")))
-  assert set(summary["real_env_return"]) == {"random", "dream-trained C", "real-trained C",
-                                             "dream-trained C, round 1"}
+  assert set(summary["real_env_return"]) == {"random", "random controller", "dream-trained C",
+                                             "real-trained C", "dream-trained C, round 1"}
+  assert summary["dataset"]["policies"] == ["random controllers (params Cauchy x U(0, 0.01))"]
   dream, real = summary["controllers"]["dream"], summary["controllers"]["real"]
   assert dream["real_env_steps"] == summary["dataset"]["steps"]   # the dream uses no env step
   assert real["real_env_steps"] > dream["real_env_steps"]

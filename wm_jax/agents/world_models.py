@@ -1,7 +1,9 @@
 """Ha & Schmidhuber's World Models (2018, arXiv:1803.10122) as the paper's three phases, each a
 pure jitted function driven by experiments/world_models.py:
 
-1. random rollouts (experiments.collect, --policy=random) -> a dataset (wm_jax/dataset.py);
+1. random rollouts (experiments.collect --policy=random_controller: a new C with tiny random
+   parameters per episode, `random_controller_agent`, as Ha's code) -> a dataset
+   (wm_jax/dataset.py);
 2. V, a VAE of the frames (`train_vae`), then M, an MDN-RNN over V's latents (`train_rnn`;
    both in wm_jax/models/vae_mdnrnn.py);
 3. C, a linear controller a_t = tanh(W [z_t, h_t] + b) (sec. 2.3, `controller_action`) evolved
@@ -46,33 +48,46 @@ def controller_size(z_size: int, units: int, action_size: int) -> int:
 
 
 def controller_action(theta: jax.Array, z: jax.Array, h: jax.Array) -> jax.Array:
-  """theta [D] flat (W then b), z [N, Z], h [N, U] -> action [N, A] = tanh(W [z, h] + b) in [-1, 1]."""
+  """theta [D] flat (W then b), z [N, Z], h [N, U] -> C's output [N, A] = tanh(W [z, h] + b) in [-1, 1]."""
   x = jnp.concatenate([z, h], -1)
   action_size = theta.shape[0] // (x.shape[-1] + 1)
   w = theta[:x.shape[-1] * action_size].reshape(x.shape[-1], action_size)
   return jnp.tanh(x @ w + theta[x.shape[-1] * action_size:])
 
 
+def env_action(output: jax.Array, clip_dims: tuple[int, ...]) -> jax.Array:
+  """C's output [N, A] in [-1, 1] -> the env action [N, A] in [-1, 1] (the suite's continuous
+  convention: the env applies (a + 1) / 2 to its [0, 1] controls). Every dim passes unchanged
+  except those in `clip_dims`, which reach the env as clip(a, 0, 1) (Ha's carracing/model.py,
+  get_action: brake = clip(tanh(.), 0, 1), so C's negative half means no brake), i.e. as
+  2 clip(a, 0, 1) - 1 in the suite's convention."""
+  if not clip_dims:
+    return output
+  one_sided = jnp.zeros(output.shape[-1], bool).at[jnp.asarray(clip_dims)].set(True)
+  return jnp.where(one_sided, 2.0 * jnp.clip(output, 0.0, 1.0) - 1.0, output)
+
+
 def controller_step(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: jax.Array,
-                    carry, image: jax.Array, noise: jax.Array | float = 0.0):
+                    carry, image: jax.Array, clip_dims: tuple[int, ...],
+                    noise: jax.Array | float = 0.0):
   """One real step of the agent (sec. 2.3's loop): thetas [N, D] (a controller per env), M's
-  state for N envs and frames uint8 [N, 64, 64, 3] -> (M's next state, actions [N, A]).
-  z_t is V's mean of the frame, a_t = clip(C(z_t, h_t) + noise, -1, 1), and M then reads
-  (z_t, a_t), the action actually taken."""
+  state for N envs and frames uint8 [N, 64, 64, 3] -> (M's next state, env actions [N, A]).
+  z_t is V's mean of the frame, a_t = env_action(clip(C(z_t, h_t) + noise, -1, 1)), and M then
+  reads (z_t, a_t), the action actually taken."""
   z, _ = vae.apply(vae_params, image, method=VAENet.encode)
-  action = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
+  output = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
       thetas, z, rnn.hidden(carry))
-  action = jnp.clip(action + noise, -1.0, 1.0)
+  action = env_action(jnp.clip(output + noise, -1.0, 1.0), clip_dims)
   carry, _ = rnn.step(rnn_params, carry, z, action)
   return carry, action
 
 
 def controller_agent(vae: VAENet, rnn: MDNRNN, state: dict, action_size: int,
-                     explore_std: float) -> Agent:
+                     explore_std: float, clip_dims: tuple[int, ...]) -> Agent:
   """C as an `Agent` (wm_jax/agents/base.py) that acts in the real env, for experiments.collect
   and the iterative procedure (sec. 5): `state` {'vae', 'rnn': params, 'theta': [D]} is what
   `init` returns; the carry is M's state, reset where is_first; while exploring, Gaussian noise
-  of std `explore_std` is added to C's action (the paper leaves the exploration open)."""
+  of std `explore_std` is added to C's output (the paper leaves the exploration open)."""
   def act(state, carry, obs, key, explore):
     n = obs["is_first"].shape[0]
     carry = jax.tree.map(lambda c, c0: jnp.where(obs["is_first"][:, None], c0, c), carry,
@@ -80,9 +95,34 @@ def controller_agent(vae: VAENet, rnn: MDNRNN, state: dict, action_size: int,
     thetas = jnp.broadcast_to(state["theta"], (n,) + state["theta"].shape)
     noise = explore_std * jax.random.normal(key, (n, action_size)) if explore else 0.0
     carry, action = controller_step(vae, state["vae"], rnn, state["rnn"], thetas, carry,
-                                    obs["image"], noise)
+                                    obs["image"], clip_dims, noise)
     return action, carry
   return Agent(init=lambda key: state, initial_carry=rnn.initial, act=act)
+
+
+def random_controller_agent(z_size: int, units: int, action_size: int, max_std: float,
+                            clip_dims: tuple[int, ...]) -> Agent:
+  """Ha's random rollout policy (carracing/extract.py with model.py's init_random_model_params
+  (stdev=U(0, 1) * 0.01)) as an `Agent`: every episode draws a new C whose parameters are
+  standard Cauchy draws times a std ~ U(0, max_std). V and M are untrained there, their weights
+  drawn the same tiny way, so V's mean and log-variance are ~0 and its sampled z is N(0, I)
+  noise, and M's h is ~0: here C reads z ~ N(0, I) and h = 0 (a named simplification). With
+  such small weights most episodes steer little at half gas without braking; the Cauchy tails
+  give some that steer or brake hard. The carry holds each env's C [N, D]."""
+  dim = controller_size(z_size, units, action_size)
+
+  def act(state, thetas, obs, key, explore):
+    del state, explore
+    n = obs["is_first"].shape[0]
+    k_std, k_theta, k_z = jax.random.split(key, 3)
+    std = jax.random.uniform(k_std, (n, 1), maxval=max_std)
+    thetas = jnp.where(obs["is_first"][:, None],
+                       std * jax.random.cauchy(k_theta, (n, dim)), thetas)
+    z, h = jax.random.normal(k_z, (n, z_size)), jnp.zeros((n, units))
+    output = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
+        thetas, z, h)
+    return env_action(output, clip_dims), thetas
+  return Agent(init=lambda key: {}, initial_carry=lambda n: jnp.zeros((n, dim)), act=act)
 
 
 def check_population(population: int, devices: int | None = None) -> None:
@@ -152,7 +192,8 @@ def load_controller_policy(path: str, spec: EnvSpec) -> tuple[Agent, dict, str]:
                               vae.init(key, np.zeros((1, 64, 64, 3), np.uint8))),
            "rnn": read_params(os.path.join(folder, "rnn.msgpack"), rnn.init(key, spec.act.dim)),
            "theta": theta}
-  agent = controller_agent(vae, rnn, state, spec.act.dim, config.controller.explore_std)
+  agent = controller_agent(vae, rnn, state, spec.act.dim, config.controller.explore_std,
+                           tuple(config.controller.clip_dims))
   return agent, state, f"world_models controller {os.path.abspath(path)}"
 
 
@@ -236,11 +277,12 @@ def train_rnn(rnn: MDNRNN, params, steps: dict, mu: np.ndarray, log_sigma: np.nd
 
 
 def dream_returns(rnn: MDNRNN, rnn_params, theta: jax.Array, start_z: jax.Array,
-                  key: jax.Array, horizon: int, temperature: float) -> jax.Array:
+                  key: jax.Array, horizon: int, temperature: float,
+                  clip_dims: tuple[int, ...]) -> jax.Array:
   """Returns [R] of R dreamed episodes of one controller theta [D] from start latents start_z [R, Z]: M samples z_{t+1} at temperature tau and predicts the reward; an episode ends where the end probability passes 0.5 or at `horizon` steps."""
   def step(loop, k):
     carry, z, alive, total = loop
-    action = controller_action(theta, z, rnn.hidden(carry))
+    action = env_action(controller_action(theta, z, rnn.hidden(carry)), clip_dims)
     carry, z, reward, end = rnn.dream_step(rnn_params, carry, z, action, k, temperature)
     total = total + alive * reward
     return (carry, z, alive * (end < 0.5), total), None
@@ -264,7 +306,7 @@ def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Call
     k1, k2 = jax.random.split(key)
     z0 = starts[jax.random.randint(k1, (cfg.rollouts,), 0, starts.shape[0])]
     return jnp.mean(dream_returns(rnn, rnn_params, theta, z0, k2, cfg.dream_horizon,
-                                  cfg.temperature))
+                                  cfg.temperature, tuple(cfg.clip_dims)))
 
   @jax.jit
   def returns(population, key):
@@ -274,10 +316,10 @@ def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Call
 
 
 def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.ndarray, env,
-                 max_steps: int) -> tuple[np.ndarray, int]:
+                 max_steps: int, clip_dims: tuple[int, ...]) -> tuple[np.ndarray, int]:
   """(returns [N] of the first episode of each of env's N envs, env steps taken in those episodes), env i driven by controller thetas[i] ([N, D]) for at most max_steps steps; z_t is V's mean of the frame, h_t M's state fed the real z and a."""
   act = jax.jit(lambda carry, image, thetas: controller_step(vae, vae_params, rnn, rnn_params,
-                                                            thetas, carry, image))
+                                                            thetas, carry, image, clip_dims))
 
   thetas = jnp.asarray(thetas)
   num = thetas.shape[0]
@@ -297,12 +339,14 @@ def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.nd
   return total, steps
 
 
-def make_real_fitness(vae, vae_params, rnn, rnn_params, env, rollouts: int,
-                      max_steps: int) -> Callable:
-  """(population [P, D], key) -> (mean real-env return [P] over `rollouts` episodes each, env steps taken); env has P x rollouts envs (candidate i drives envs i*R .. i*R+R-1)."""
+def make_real_fitness(vae, vae_params, rnn, rnn_params, env, cfg) -> Callable:
+  """(population [P, D], key) -> (mean real-env return [P] over `cfg.rollouts` episodes each, env steps taken); env has P x rollouts envs (candidate i drives envs i*R .. i*R+R-1)."""
+  rollouts = cfg.rollouts
+
   def fitness(population, key):
     thetas = np.repeat(np.asarray(population), rollouts, axis=0)
-    returns, steps = real_returns(vae, vae_params, rnn, rnn_params, thetas, env, max_steps)
+    returns, steps = real_returns(vae, vae_params, rnn, rnn_params, thetas, env, cfg.max_steps,
+                                  tuple(cfg.clip_dims))
     return jnp.asarray(returns.reshape(-1, rollouts).mean(1)), steps
   return fitness
 
