@@ -7,7 +7,8 @@
 
 trains V (the VAE) and M (the MDN-RNN) on the dataset, then evolves the controller C with
 CMA-ES twice, entirely inside M's dream and in the real env, and scores both, uniform random
-actions and Ha's random controllers in the real env (`eval_episodes` full episodes each). Writes into --out: config.json,
+actions and Ha's random controllers in the real env (`eval_episodes` full episodes each).
+Writes into --out: config.json,
 vae.msgpack, rnn.msgpack, controller_{dream,real}.pkl (CMA-ES state after each generation),
 and the report world_models.json / world_models.md with the real env steps each controller
 used, the CMA-ES generations per second, evolution.png (fitness per generation) and frames.png
