@@ -197,6 +197,7 @@ def _train_offline(dataset, workdir, *flags):
       cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow   # 109 s of the 16-minute `make test` (measured); `make test-all` runs it
 def test_train_offline_reports_resumes_and_never_overwrites(tmp_path):
   _tiny_sprite_dataset(tmp_path / "data")
   # A wall-clock budget of 0.6 s ends training after its first (compiling) update.

@@ -188,6 +188,7 @@ def _benchmark(*flags):
                         cwd=ROOT, capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow   # 134 s of the 16-minute `make test` (measured); `make test-all` runs it
 def test_benchmark_writes_the_table_resumes_and_refuses_other_frames(tmp_path):
   _write_dataset(tmp_path / "squares", 64)
   _write_dataset(tmp_path / "small", 32)
