@@ -25,7 +25,7 @@ import time
 
 from absl import app, flags
 
-from benchmarks.learning import apply_budget, define_budget_flags, eval_curve, stop_after
+from benchmarks.learning import apply_budget, define_budget_flags, learning_results, stop_after
 from wm_jax.train import train
 
 FLAGS = flags.FLAGS
@@ -55,7 +55,9 @@ def main(_):
   t0 = time.time()
   counters = train(config, workdir, progress=False)
   wall = time.time() - t0
-  curve = eval_curve(workdir)
+  results = learning_results(workdir, "CartPole-v1", FLAGS.method, FLAGS.eval_every,
+                             {"target: 450": 450.0})
+  curve = results["eval_curve"]
   reached = next((p["agent_step"] for p in curve if p["mean_return"] >= 450), None)
   print(json.dumps({
       "task": "CartPole-v1", "method": FLAGS.method, "size": FLAGS.size,
@@ -65,7 +67,7 @@ def main(_):
       "agent_steps": counters["agent_step"], "updates": counters["updates"],
       "wall_seconds": round(wall, 1), "cpu_count": os.cpu_count(),
       "load_average_1m": round(os.getloadavg()[0], 2),
-      "eval_curve": curve, "first_step_mean_eval_return_ge_450": reached,
+      **results, "first_step_mean_eval_return_ge_450": reached,
       "best_mean_eval_return": max((p["mean_return"] for p in curve), default=None),
       "workdir": workdir}, indent=1))
 

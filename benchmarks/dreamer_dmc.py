@@ -30,7 +30,7 @@ import time
 
 from absl import app, flags, logging
 
-from benchmarks.learning import apply_budget, define_budget_flags, eval_curve, stop_after
+from benchmarks.learning import apply_budget, define_budget_flags, learning_results, stop_after
 from wm_jax.agents.dreamer import SIZES
 from wm_jax.train import flatten_dict, train
 
@@ -92,7 +92,8 @@ def main(_):
   stop_after(FLAGS.max_minutes)
   t0 = time.time()
   counters = train(config, workdir, progress=False)
-  curve = eval_curve(workdir)
+  results = learning_results(workdir, f"DMC {FLAGS.task}", FLAGS.method, FLAGS.eval_every)
+  curve = results["eval_curve"]
   devs = deviations(config, default)
   print(json.dumps({
       "task": FLAGS.task, "method": FLAGS.method, "seed": FLAGS.seed,
@@ -101,7 +102,7 @@ def main(_):
       "this_call_seconds": round(time.time() - t0, 1), "cpu_count": os.cpu_count(),
       "load_average_1m": round(os.getloadavg()[0], 2),
       "deviations_from_dmc_proprio": devs, "command": command(config, devs, workdir),
-      "eval_curve": curve,
+      **results,
       "best_mean_eval_return": max((p["mean_return"] for p in curve), default=None),
       "workdir": workdir}, indent=1))
 

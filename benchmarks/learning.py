@@ -1,6 +1,6 @@
-"""Shared pieces of the learning benchmarks (dreamer_cartpole, dreamer_dmc): the CPU budget's
-flags and how they change a config, the eval-return curve of a run directory, and a
-wall-clock budget that stops a run with a checkpoint."""
+"""Shared pieces of the learning benchmarks (dreamer_cartpole, dreamer_dmc, sprite_reach): the
+CPU budget's flags and how they change a config, the eval- and training-return curves of a run
+directory and their plot, and a wall-clock budget that stops a run with a checkpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import threading
 
 import numpy as np
 from absl import flags
+
+from wm_jax.eval import plots
 
 FLAGS = flags.FLAGS
 
@@ -51,16 +53,60 @@ def apply_budget(config) -> None:
   agent.actor_opt.lr = agent.critic_opt.lr = FLAGS.ac_lr
 
 
-def eval_curve(workdir: str) -> list[dict]:
-  """[{agent_step, mean_return, episodes}] from the run's scores.jsonl eval lines."""
+def _returns_by_step(workdir: str, kind: str) -> dict[int, list[float]]:
+  """{agent_step: [return, ...]} of the run's scores.jsonl lines of `kind` ('eval' or 'train')."""
   rounds: dict[int, list] = {}
   with open(os.path.join(workdir, "scores.jsonl")) as f:
     for line in f:
       rec = json.loads(line)
-      if rec["kind"] == "eval":
+      if rec["kind"] == kind:
         rounds.setdefault(rec["agent_step"], []).append(rec["return"])
-  return [{"agent_step": s, "mean_return": round(float(np.mean(r)), 1), "episodes": len(r)}
+  return rounds
+
+
+def _curve(rounds: dict[int, list]) -> list[dict]:
+  return [{"agent_step": s, "mean_return": round(float(np.mean(r)), 2), "episodes": len(r)}
           for s, r in sorted(rounds.items())]
+
+
+def eval_curve(workdir: str) -> list[dict]:
+  """[{agent_step, mean_return, episodes}] from the run's scores.jsonl eval lines."""
+  return _curve(_returns_by_step(workdir, "eval"))
+
+
+def train_curve(workdir: str, every: int) -> list[dict]:
+  """[{agent_step, mean_return, episodes}]: the training episodes that ended in each window of
+  `every` agent steps, (k - 1) * every < step <= k * every, at agent_step k * every."""
+  windows: dict[int, list] = {}
+  for step, returns in _returns_by_step(workdir, "train").items():
+    windows.setdefault(-(-step // every) * every, []).extend(returns)
+  return _curve(windows)
+
+
+def plot_curves(path: str, task: str, curves: dict[str, list[dict]],
+                references: dict[str, float]) -> None:
+  """Writes a PNG at `path`: each curve of `curves` ({label: eval_curve/train_curve points})
+  as return against agent steps, and `references` ({name: return}) as dashed lines."""
+  as_xy = lambda points: [(np.array([p["agent_step"] for p in points]),
+                           np.array([p["mean_return"] for p in points]))]
+  figure = plots.learning_curves({task: {label: as_xy(points) for label, points in curves.items()
+                                         if points}},
+                                 {task: references}, xlabel="agent steps", ylabel="return",
+                                 title="Return against agent steps (dashed: references)")
+  figure.set_size_inches(7.0, 4.5)   # one panel: room for the legend under it
+  figure.savefig(path, dpi=120)
+
+
+def learning_results(workdir: str, task: str, method: str, every: int,
+                     references: dict[str, float] | None = None) -> dict:
+  """A finished run's 'eval_curve', 'train_curve' (per `every` agent steps) and 'plot', the path
+  of <workdir>/curve.png that draws both beside `references` ({name: return})."""
+  results = {"eval_curve": eval_curve(workdir), "train_curve": train_curve(workdir, every),
+             "plot": os.path.join(workdir, "curve.png")}
+  plot_curves(results["plot"], task, {f"{method} eval": results["eval_curve"],
+                                      f"{method} training episodes": results["train_curve"]},
+              references or {})
+  return results
 
 
 def stop_after(minutes: float) -> None:

@@ -1,6 +1,8 @@
 """Learning benchmark from pixels: a method's `debug` variant on sprite/reach (64 x 64 RGB,
 wm_jax/envs/sprite.py) through the real training loop (wm_jax.train), printing the eval-return
-curve next to a uniformly random policy's return, and the wall clock, as JSON.
+curve, the mean training return per evaluation interval (many more episodes than an evaluation),
+a uniformly random policy's return and the wall clock as JSON, and plotting the curves against
+the random return in <workdir>/curve.png.
 
   python -m benchmarks.sprite_reach [--method=iris] [--steps=20000] [--max_minutes=30] \
       [--override=agent.imag_batch=256 ...]
@@ -10,7 +12,8 @@ variant's own (network sizes, replay batch, train ratio, learning rates, IRIS's 
 see experiments/configs/<method>.py; the overrides are printed with the result. The random
 baseline plays `--random_episodes` episodes of the same env with uniformly random actions
 (about 1.2 per 50-step episode; walking straight to the goal scores about 18). `--max_minutes`
-stops the run (with a checkpoint) when the wall-clock budget is spent.
+stops the run (with a checkpoint) when the wall-clock budget is spent; the same command with a
+larger `--steps` resumes a finished or stopped run (keeping its replay size).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from benchmarks.learning import eval_curve, stop_after
+from benchmarks.learning import learning_results, stop_after
 from wm_jax.envs import sprite
 from wm_jax.errors import UserError
 from wm_jax.quality import apply_override
@@ -61,6 +64,16 @@ def random_policy_return(episodes: int, key: jax.Array) -> float:
   return float(jnp.mean(jax.jit(jax.vmap(episode))(jax.random.split(key, episodes))))
 
 
+def saved_replay_capacity(workdir: str) -> int | None:
+  """The replay size of the run in `workdir` (None: no run there yet), kept when a longer
+  --steps resumes it: the replay is part of the checkpoint."""
+  path = os.path.join(workdir, "config.json")
+  if not workdir or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)["run"]["replay_capacity"]
+
+
 def make_config():
   config = importlib.import_module(f"experiments.configs.{FLAGS.method}").get_config("debug")
   config.seed = FLAGS.seed
@@ -69,7 +82,8 @@ def make_config():
   config.run.update(steps=FLAGS.steps, eval_every=FLAGS.eval_every,
                     eval_episodes=FLAGS.eval_episodes, log_every=FLAGS.eval_every,
                     checkpoint_every=FLAGS.eval_every,
-                    replay_capacity=max(FLAGS.steps, config.run.replay_capacity))
+                    replay_capacity=saved_replay_capacity(FLAGS.workdir)
+                    or max(FLAGS.steps, config.run.replay_capacity))
   for override in FLAGS.override:
     apply_override(config, override)
   return config
@@ -90,7 +104,8 @@ def run():
   t0 = time.time()
   counters = train(config, workdir, progress=False)
   wall = time.time() - t0
-  curve = eval_curve(workdir)
+  results = learning_results(workdir, "sprite/reach (64x64 pixels)", FLAGS.method,
+                             FLAGS.eval_every, {"uniformly random policy": random_return})
   print(json.dumps({
       "task": "sprite/reach (64x64 pixels)", "method": FLAGS.method, "variant": "debug",
       "settings": {"steps": FLAGS.steps, "eval_every": FLAGS.eval_every,
@@ -101,9 +116,12 @@ def run():
                    "overrides": FLAGS.override},
       "random_policy_mean_return": round(random_return, 2),
       "agent_steps": counters["agent_step"], "updates": counters["updates"],
-      "wall_seconds": round(wall, 1), "cpu_count": os.cpu_count(),
-      "eval_curve": curve,
-      "best_mean_eval_return": max((p["mean_return"] for p in curve), default=None),
+      "wall_seconds": round(wall, 1),
+      "run_wall_seconds": round(counters["wall_seconds"], 1),   # over every resume of the run
+      "cpu_count": os.cpu_count(),
+      **results,
+      "best_mean_eval_return": max((p["mean_return"] for p in results["eval_curve"]),
+                                   default=None),
       "workdir": workdir}, indent=1))
 
 

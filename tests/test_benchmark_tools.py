@@ -1,4 +1,5 @@
-"""benchmarks/flops.py (the MFU numerator), the run-log reading and the SIGINT clock of
+"""benchmarks/flops.py (the MFU numerator), the learning benchmarks' curves, the run-log reading
+and the SIGINT clock of
 gpu_check and seed_scaling (benchmarks/run_figures.py), gpu_check's check names and sets, the
 per-jaxlib XLA:CPU flags, and the environment an official JAX code runs in."""
 
@@ -14,6 +15,7 @@ from absl import app
 
 from benchmarks import gpu_check
 from benchmarks.flops import count_flops, mfu
+from benchmarks.learning import eval_curve, plot_curves, train_curve
 from benchmarks.official import official_env
 from benchmarks.run_figures import run_command, steady_figures, updates_began
 from wm_jax import xla_cpu
@@ -51,6 +53,27 @@ def test_conv_dot_batch_cond_and_while():
 
 def test_mfu_needs_a_known_peak():
   assert mfu(10**12, 1.0, "bfloat16") is None   # the CPU has no entry
+
+
+def test_learning_curves_average_episodes_per_interval_and_plot(tmp_path):
+  lines = [("train", 40, 1.0), ("train", 100, 3.0), ("train", 101, 5.0), ("eval", 100, 2.0),
+           ("eval", 100, 4.0), ("train", 250, 7.0), ("eval", 300, 6.0)]
+  with open(tmp_path / "scores.jsonl", "w") as f:
+    for kind, step, ret in lines:
+      f.write(json.dumps({"kind": kind, "agent_step": step, "return": ret}) + "\n")
+  assert eval_curve(str(tmp_path)) == [
+      {"agent_step": 100, "mean_return": 3.0, "episodes": 2},
+      {"agent_step": 300, "mean_return": 6.0, "episodes": 1}]
+  # windows (0, 100], (100, 200], (200, 300]: each episode in the window its end step falls in
+  assert train_curve(str(tmp_path), 100) == [
+      {"agent_step": 100, "mean_return": 2.0, "episodes": 2},
+      {"agent_step": 200, "mean_return": 5.0, "episodes": 1},
+      {"agent_step": 300, "mean_return": 7.0, "episodes": 1}]
+  path = str(tmp_path / "curve.png")
+  plot_curves(path, "sprite/reach", {"eval": eval_curve(str(tmp_path)), "empty": []},
+              {"random": 1.4})
+  with open(path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("run_dir", ["", "seed_3"])   # one seed, or the first of stacked seeds

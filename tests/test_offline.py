@@ -54,14 +54,14 @@ def _stream(episode_lengths, num_actions=3, seed=0):
   return Dataset("toy", spec, {}, steps, starts)
 
 
-def _copy_last_model(context: int) -> WorldModel:
-  """A WorldModel that repeats the last context frame and predicts reward 0 and no end."""
+def _copy_last_model(context: int, reward: float = 0.0) -> WorldModel:
+  """A WorldModel that repeats the last context frame and predicts `reward` and no end."""
   def reset_from(params, real, key):
     return real["image"][:, -1].astype(jnp.float32) / 255.0
 
   def step(params, sim, action, key):
     zeros = jnp.zeros(sim.shape[:1])
-    return sim, {"image": sim}, zeros, zeros + 1.0
+    return sim, {"image": sim}, zeros + reward, zeros + 1.0
   return WorldModel(init=None, update=None, schedule=None, reset_from=reset_from, step=step,
                     context_length=context)
 
@@ -90,6 +90,9 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
   assert 5 < out["copy_last"]["psnr"][0] < 12
   real_zero = (windows["reward"][:, 2:] == 0).mean(0)
   np.testing.assert_allclose(out["reward_accuracy"], real_zero, rtol=1e-6)
+  # It never predicts a reward, so it finds none of the real ones.
+  assert out["reward_events"] == np.sum(windows["reward"][:, 2:] != 0) > 0
+  assert out["reward_recall"] == 0.0
   # The model never predicts an end: right except where a window reaches its episode's end.
   np.testing.assert_allclose(out["end_accuracy"], 1.0 - windows["is_terminal"][:, 2:].mean(0),
                              rtol=1e-6)
@@ -97,6 +100,25 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
                              rtol=1e-6)
   # It ignores its actions: generating under other actions changes nothing.
   assert out["action_sensitivity"] == [0.0] * 4
+
+
+def test_reward_recall_counts_the_real_rewards_whose_sign_the_model_predicts():
+  data = _stream([20, 20])
+  starts = offline.eval_windows(data, [0, 1], context=2, horizon=4, count=8)
+  windows = offline.gather_windows(data.steps, starts, 6)
+  real = windows["reward"][:, 2:]
+  # 0.7 is class +1: right on every +1 step, wrong on every -1 step and on the 0 steps
+  out = offline.open_loop(offline.make_rollout(_copy_last_model(2, reward=0.7), 2), None,
+                          windows, 2, jax.random.PRNGKey(0), np.full((8, 8, 3), 0.5, np.float32),
+                          batch=3, act=ActionSpec(True, num_actions=3))
+  np.testing.assert_allclose(out["reward_recall"], np.sum(real == 1) / np.sum(real != 0))
+  np.testing.assert_allclose(out["reward_accuracy"], (real == 1).mean(0), rtol=1e-6)
+  no_rewards = dict(windows, reward=np.zeros_like(windows["reward"]))
+  out = offline.open_loop(offline.make_rollout(_copy_last_model(2, reward=0.7), 2), None,
+                          no_rewards, 2, jax.random.PRNGKey(0),
+                          np.full((8, 8, 3), 0.5, np.float32), batch=3,
+                          act=ActionSpec(True, num_actions=3))
+  assert out["reward_recall"] is None and out["reward_events"] == 0
 
 
 def test_perceptual_metrics_are_reported_for_the_model_and_both_baselines():

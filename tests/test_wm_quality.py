@@ -129,7 +129,7 @@ def _result(label: str, psnr: float) -> dict:
           "model": {"psnr": per_step(psnr), "ssim": per_step(0.5)},
           "copy_last": {"psnr": per_step(30.0), "ssim": per_step(0.9)},
           "mean_frame": {"psnr": per_step(20.0), "ssim": per_step(0.4)},
-          "reward_accuracy": per_step(1.0), "reward_mse": per_step(0.0),
+          "reward_accuracy": per_step(1.0), "reward_recall": 0.25, "reward_mse": per_step(0.0),
           "end_accuracy": per_step(1.0), "action_sensitivity": per_step(2 / 255),
           "hz_batch1": 10.0, "hz_batch": 15.0, "update_bytes": 2**20, "rollout_bytes": -1}
 
@@ -142,6 +142,7 @@ def test_table_has_every_model_then_the_two_baselines():
   assert rows[0][:5] == ["a", "1,234", "10", "1.5", "25.00"]
   by_name = dict(zip(headers, rows[0]))
   assert by_name["action sens."] == "2.00" and by_name["update MiB"] == "1.0"
+  assert by_name["reward recall"] == "0.250" and by_name["reward sign acc."] == "1.000"
   assert by_name["rollout MiB"] == "–"            # the backend did not report it
   assert rows[2][1] == "–" and rows[2][4] == "30.00"
   tex = quality.latex(headers, rows)

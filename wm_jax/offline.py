@@ -11,7 +11,9 @@ frames and the actions that led to them, then generates N frames open loop under
 actions. Per step k = 1..N: PSNR and SSIM (dm-pix; frames in [0, 1]) against the real frame,
 for the model and two baselines that need no model: the last context frame repeated
 (copy-last) and the mean training frame (mean-frame); and the accuracy of the predicted reward
-sign and episode end and the reward's squared error. Action sensitivity: the same rollout (same
+sign and episode end and the reward's squared error; reward recall, the sign accuracy on the
+steps whose real reward is not 0 (with rare rewards, a model that never predicts one has a high
+sign accuracy and a recall of 0). Action sensitivity: the same rollout (same
 context, same sampling key) under other actions, which differ from the real ones at every step
 (`other_actions`); per step, the mean absolute pixel difference between the two generations. It
 is exactly zero for a model that ignores its actions, however good its PSNR. FID and LPIPS
@@ -237,11 +239,11 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   Returns per-step means ([N] lists) of 'psnr'/'ssim' (and 'lpips' with `perceptual.lpips`,
   as `frame_metrics`; with `perceptual.fid_features`, 'fid', one float over all W x N frames;
   with `perceptual.fvd_features`, 'fvd', one float over the W clips of the first 16 steps)
-  for 'model', 'copy_last' and
-  'mean_frame', 'reward_accuracy' (`reward_class`), 'reward_mse', 'end_accuracy' and
-  'action_sensitivity' of the model, the generated frames of the first chunk ('frames'
-  [b, N, h, w, 3] float32) and 'seconds' spent generating (after compile, real actions only).
-  `rollout` is `make_rollout`'s.
+  for 'model', 'copy_last' and 'mean_frame'; 'reward_accuracy' (`reward_class`), 'reward_mse',
+  'end_accuracy' and 'action_sensitivity' of the model; its 'reward_recall' (one float over all
+  steps whose real reward class is not 0, None without such steps) and 'reward_events' (their
+  number); the generated frames of the first chunk ('frames' [b, N, h, w, 3] float32) and
+  'seconds' spent generating (after compile, real actions only). `rollout` is `make_rollout`'s.
   """
   real_all = windows["image"][:, context:].astype(np.float32) / 255.0
   W, N = real_all.shape[:2]
@@ -259,7 +261,7 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
                                                       + mean_frame.shape))
   per_step = {name: [] for name in ("reward_accuracy", "reward_mse", "end_accuracy",
                                     "action_sensitivity")}
-  seconds, first_frames = 0.0, None
+  seconds, first_frames, events, events_found = 0.0, None, 0, 0
   jax.block_until_ready(rollout(params, jax.tree.map(lambda x: x[:batch], windows), key))
   for lo in range(0, W, batch):
     chunk = jax.tree.map(lambda x: x[lo:lo + batch], windows)
@@ -288,7 +290,11 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
         clips[name].append(fvd_features(clip(video)))
       clips["mean_frame"].append(np.repeat(mean_clip_features, real.shape[0], 0))
     real_reward, reward = chunk["reward"][:, context:], np.asarray(reward)
-    per_step["reward_accuracy"].append(reward_class(reward) == reward_class(real_reward))
+    right_class = reward_class(reward) == reward_class(real_reward)
+    per_step["reward_accuracy"].append(right_class)
+    is_event = reward_class(real_reward) != 0
+    events += int(is_event.sum())
+    events_found += int(right_class[is_event].sum())
     per_step["reward_mse"].append(np.square(reward - real_reward))
     per_step["end_accuracy"].append((np.asarray(cont) < 0.5) == chunk["is_terminal"][:, context:])
     per_step["action_sensitivity"].append(action_sensitivity(frames, frames_other))
@@ -296,6 +302,7 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   out = {name: {m: mean_over_windows(v) for m, v in metrics.items()}
          for name, metrics in per_frame.items()}
   out.update({name: mean_over_windows(v) for name, v in per_step.items()})
+  out.update(reward_recall=events_found / events if events else None, reward_events=events)
   if fid_features is not None:
     real_features = np.concatenate(features["real"])
     for name in ("model", "copy_last", "mean_frame"):
@@ -507,8 +514,8 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
   headers = (["model", "params"] + [f"PSNR@{k}" for k in steps] + ["PSNR mean"]
              + [f"{m.upper()}@{k}" for m in late for k in steps]
              + [DISTRIBUTION_HEADERS[m] for m in distribution]
-             + ["reward sign acc.", "reward MSE", "end acc.", "action sens. (8-bit)",
-                "frames/s b=1", f"frames/s b={results['batch']}"])
+             + ["reward sign acc.", "reward recall", "reward MSE", "end acc.",
+                "action sens. (8-bit)", "frames/s b=1", f"frames/s b={results['batch']}"])
   rows, raw = [], []
   for label, key in ((name, "model"), ("copy last frame", "copy_last"),
                      ("mean frame", "mean_frame")):
@@ -517,16 +524,17 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
     values = ([results["params"]["total"] if is_model else 0] + [psnr[k - 1] for k in steps]
               + [float(np.mean(psnr))] + [results[key][m][k - 1] for m in late for k in steps]
               + [results[key][m] for m in distribution])
-    extra = ([float(np.mean(results[k])) for k in ("reward_accuracy", "reward_mse",
-                                                    "end_accuracy")]
-              + [255 * float(np.mean(results["action_sensitivity"])), results["hz_batch1"],
-                 results["hz_batch"]] if is_model else [None] * 6)
+    extra = ([float(np.mean(results["reward_accuracy"])), results["reward_recall"]]
+             + [float(np.mean(results[k])) for k in ("reward_mse", "end_accuracy")]
+             + [255 * float(np.mean(results["action_sensitivity"])), results["hz_batch1"],
+                results["hz_batch"]] if is_model else [None] * 7)
     raw.append([label] + values + extra)
     rows.append([label, f"{values[0]:,}" if is_model else "–"]
                 + [f"{v:.2f}" for v in values[1:len(steps) + 2]]
                 + [f"{v:.3f}" for v in values[len(steps) + 2:]]
-                + ([f"{extra[0]:.3f}", f"{extra[1]:.4f}", f"{extra[2]:.3f}", f"{extra[3]:.2f}",
-                    f"{extra[4]:.1f}", f"{extra[5]:.1f}"] if is_model else ["–"] * 6))
+                + ([f"{extra[0]:.3f}", "–" if extra[1] is None else f"{extra[1]:.3f}",
+                    f"{extra[2]:.4f}", f"{extra[3]:.3f}", f"{extra[4]:.2f}", f"{extra[5]:.1f}",
+                    f"{extra[6]:.1f}"] if is_model else ["–"] * 7))
   table = tables.markdown(headers, rows)
   parts = ", ".join(f"{k} {v:,}" for k, v in results["params"].items() if k != "total")
   note = (f"\nParameters: {parts}. {results['windows']} held-out windows: "

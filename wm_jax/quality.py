@@ -206,27 +206,28 @@ def table_rows(results: list[dict]) -> tuple[list[str], list[list]]:
   headers = (["model", "params", "updates", "train min"]
              + [f"{m.upper()}@{k}" for m in metrics for k in steps]
              + [offline.DISTRIBUTION_HEADERS[m] for m in distribution]
-             + ["reward sign acc.", "reward MSE", "end acc.", "action sens.", "frames/s b=1",
-                f"frames/s b={r0['batch']}", "update MiB", "rollout MiB"])
+             + ["reward sign acc.", "reward recall", "reward MSE", "end acc.", "action sens.",
+                "frames/s b=1", f"frames/s b={r0['batch']}", "update MiB", "rollout MiB"])
   rows = []
   for r in results:
     m = r["model"]
     rows.append([r["label"], r["params"]["total"], r["updates"], r["train_seconds"] / 60]
                 + [m[metric][k - 1] for metric in metrics for k in steps]
                 + [m[d] for d in distribution]
-                + [float(np.mean(r[k])) for k in ("reward_accuracy", "reward_mse",
-                                                  "end_accuracy")]
+                + [float(np.mean(r["reward_accuracy"])), r.get("reward_recall")]
+                + [float(np.mean(r[k])) for k in ("reward_mse", "end_accuracy")]
                 + [255 * float(np.mean(r["action_sensitivity"])), r["hz_batch1"], r["hz_batch"],
                    _mib(r["update_bytes"]), _mib(r["rollout_bytes"])])
   for label, key in BASELINES:
     rows.append([label, None, None, None]
                 + [r0[key][metric][k - 1] for metric in metrics for k in steps]
-                + [r0[key][d] for d in distribution] + [None] * 8)
+                + [r0[key][d] for d in distribution] + [None] * 9)
   return headers, rows
 
 
 BASELINES = (("copy last frame", "copy_last"), ("mean frame", "mean_frame"))
-REWARD_NOTE = ("Reward sign accuracy compares -1/0/+1 classes (|r| < 0.5 is 0); reward MSE is "
+REWARD_NOTE = ("Reward sign accuracy compares -1/0/+1 classes (|r| < 0.5 is 0); reward recall is "
+               "that accuracy on the steps whose real reward is not 0; reward MSE is "
                "against the dataset's raw reward, of which IRIS and DIAMOND predict the sign "
                "only (their papers train on clipped rewards).")
 
