@@ -12,11 +12,13 @@ killed benchmark reruns to where it stopped and a finished row is loaded, not re
 every model is evaluated on the *same* held-out windows: `--context` real frames (default:
 the longest context of the rows, so that every model sees the frames the others see) and
 `--horizon` frames generated open loop under the real actions (wm_jax.offline.evaluate):
-PSNR and SSIM per step, reward (sign accuracy, squared error) and end accuracy, action
+PSNR and SSIM per step, reward (sign accuracy, recall, squared error) and end accuracy, action
 sensitivity (the same rollout under other actions), frames/s at batch 1 and `--eval_batch`,
 parameters, training time, and the memory of one update and one rollout (XLA's compiled
 memory analysis: arguments, outputs and temporaries). The copy-last-frame and mean-frame
-baselines are rows of the table.
+baselines are rows of the table. `--runs=RUN_DIR,...` adds the world models that agents trained
+online (experiments.train run directories, latest checkpoint) as rows of the table of every
+dataset of the env they trained on, evaluated on the same windows.
 
 `--budget=cpu` (default) shrinks every model to a size that trains in minutes on a 2-core CPU
 (wm_jax/quality.py's CPU_BUDGET; the overrides are printed in the report); `--budget=paper`
@@ -48,9 +50,9 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from wm_jax import offline
+from wm_jax import offline, trained
 from wm_jax.agents import make_world_model
-from wm_jax.dataset import Dataset, env_spec, load_dataset
+from wm_jax.dataset import Dataset, env_spec, load_dataset, split_episodes
 from wm_jax.errors import RunConfigError, UserError
 from wm_jax.quality import (FRAMES, Row, apply_override, budget_overrides, check_dataset_frames,
                             make_rows, write_report)
@@ -73,6 +75,9 @@ flags.DEFINE_integer("horizon", 15, "Frames generated open loop per window.")
 flags.DEFINE_integer("eval_windows", 64, "Held-out windows evaluated (at most).")
 flags.DEFINE_integer("eval_batch", 16, "Windows generated together (the imagination batch "
                      "of the frames/s column).")
+flags.DEFINE_list("runs", [], "Run directories of experiments.train: each adds a row with the "
+                  "world model its agent trained online (latest checkpoint), evaluated on the "
+                  "same windows of every dataset of the env it trained on.")
 flags.DEFINE_float("holdout", 0.1, "Fraction of each dataset's episodes held out.")
 flags.DEFINE_integer("seed", 0, "Seed of every model.")
 flags.DEFINE_string("lpips_weights", None, "LPIPS (VGG16) weights as .npz (python -m "
@@ -137,14 +142,43 @@ def evaluate_row(row: Row, dataset: Dataset, workdir: str, context: int,
   results.update(updates=counters["updates"], train_seconds=counters["wall_seconds"],
                  label=row.label, overrides=list(budget_overrides(row.method, FLAGS.budget)
                                                  + row.overrides))
-  frames = {"frames": results["frames"][0], "real": results["real"][0],
-            "last_context": results["last_context"][0]}   # the strip's window
+  frames = strip_frames(results)
   np.savez_compressed(cache[:-5] + ".npz", **frames)
   summary = {k: _jsonable(v) for k, v in results.items() if k not in FRAMES}
   with open(cache + ".tmp", "w") as f:
     json.dump(summary, f)
   os.replace(cache + ".tmp", cache)   # written last: a rerun trusts only a complete result
   return {**summary, **frames}
+
+
+def strip_frames(results: dict) -> dict:
+  """The first window's generated, real and last context frames: the strip's row."""
+  return {k: results[k][0] for k in FRAMES}
+
+
+def same_env(run_config, dataset: Dataset) -> bool:
+  env = dataset.spec["env"]
+  return (run_config.env.suite, run_config.env.task) == (env.get("suite"), env.get("task"))
+
+
+def evaluate_run(run_dir: str, dataset: Dataset, context: int,
+                 perceptual: offline.PerceptualMetrics) -> dict:
+  """The world model of a run of experiments.train (trained online, by its agent), evaluated
+  on the held-out windows every other row of `dataset` sees. Its update memory is not measured
+  (the method's offline row has it)."""
+  config, world_model, state, counters = trained.load_world_model(
+      run_dir, env_spec(dataset.spec), FLAGS.seed)
+  held_out = split_episodes(dataset.num_episodes, FLAGS.holdout)[1]
+  results = offline.evaluate(config, world_model, state, dataset, held_out, FLAGS.horizon,
+                             FLAGS.eval_windows, FLAGS.eval_batch, context, perceptual)
+  name = os.path.basename(os.path.normpath(run_dir))
+  results.update(update_bytes=-1, updates=counters["updates"],
+                 train_seconds=counters["wall_seconds"],
+                 label=f"{config.method} (online run {name})",
+                 overrides=[f"trained online by experiments.train in {os.path.abspath(run_dir)} "
+                            f"({counters['agent_step']:,} agent steps), not on this dataset"])
+  summary = {k: _jsonable(v) for k, v in results.items() if k not in FRAMES}
+  return {**summary, **strip_frames(results)}
 
 
 def update_memory(world_model, state, dataset: Dataset, config, workdir: str, updates: int) -> int:
@@ -187,23 +221,37 @@ def main(argv):
     datasets = [load_dataset(d) for d in FLAGS.datasets]
     for dataset in datasets:
       check_dataset_frames(dataset)
+    run_configs = {run: trained.run_config(run) for run in FLAGS.runs}
+    for run, config in run_configs.items():
+      if not any(same_env(config, d) for d in datasets):
+        raise RunConfigError(f"--runs: {run} trained on {config.env.suite}/{config.env.task}, "
+                             f"and no --datasets holds that env: add a dataset collected "
+                             f"there (experiments.collect).")
+    for dataset in datasets:
+      if not rows and not any(same_env(c, dataset) for c in run_configs.values()):
+        raise RunConfigError(f"{dataset.directory} would have no model to compare: name "
+                             f"--methods, or --runs trained on its env.")
     perceptual = offline.load_perceptual(FLAGS.lpips_weights, FLAGS.fid_weights, FLAGS.fvd,
                                          FLAGS.horizon)
     hardware = offline.hardware()
     budget = (f"{FLAGS.budget} sizes, {FLAGS.minutes:g} min of training wall clock (compile "
               f"included) or {FLAGS.updates:,} updates per model, whichever ends first"
               if FLAGS.minutes else f"{FLAGS.budget} sizes, {FLAGS.updates:,} updates per model")
+    if not rows:
+      budget = "no offline training (every row is a world model trained online by its run)"
     everything = {"hardware": hardware, "budget": FLAGS.budget, "minutes": FLAGS.minutes,
                   "updates": FLAGS.updates, "horizon": FLAGS.horizon, "datasets": {}}
     for dataset in datasets:
       spec = env_spec(dataset.spec)
+      runs = [run for run, c in run_configs.items() if same_env(c, dataset)]
       context = FLAGS.context or max(make_world_model(c.method, c.agent, spec).context_length
-                                     for c in configs)
+                                     for c in configs + [run_configs[run] for run in runs])
       name = os.path.basename(os.path.normpath(dataset.directory))
       out_dir = os.path.join(FLAGS.out, name)
       os.makedirs(out_dir, exist_ok=True)
       results = [evaluate_row(row, dataset, os.path.join(out_dir, "runs", row.train_name),
                               context, perceptual) for row in rows]
+      results += [evaluate_run(run, dataset, context, perceptual) for run in runs]
       print(write_report(out_dir, dataset, results, budget, hardware, perceptual))
       print(f"report: {out_dir}")
       everything["datasets"][name] = [{k: v for k, v in r.items() if k not in FRAMES}

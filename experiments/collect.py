@@ -21,11 +21,9 @@ so every shard holds whole episodes.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-import jax
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -33,10 +31,10 @@ from ml_collections import config_flags
 from experiments.config_files import parse_flags
 from wm_jax.agents import make_agent
 from wm_jax.agents.world_models import load_controller_policy, random_controller_agent
-from wm_jax.checkpoint import Checkpointer
 from wm_jax.dataset import DatasetWriter, collect_episodes, dataset_spec
 from wm_jax.envs import make_env, protocol_card
 from wm_jax.errors import RunConfigError, UserError
+from wm_jax.trained import is_run_dir, load_agent
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config whose `env` section names the env: "
@@ -52,13 +50,6 @@ _SHARD_STEPS = flags.DEFINE_integer("shard_steps", 10_000, "Steps per shard file
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the envs and the policy.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar on stderr.")
 flags.mark_flags_as_required(["config", "out"])
-
-
-def _as_tuples(value):
-  """JSON lists back to the tuples a config holds (module fields must be hashable)."""
-  if isinstance(value, dict):
-    return {k: _as_tuples(v) for k, v in value.items()}
-  return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def load_policy(policy: str, spec, seed: int, config: ml_collections.ConfigDict):
@@ -78,31 +69,13 @@ def load_policy(policy: str, spec, seed: int, config: ml_collections.ConfigDict)
     return agent, {}, f"random controllers (params Cauchy x U(0, {c.random_std:g}))"
   if os.path.isfile(policy):
     return load_controller_policy(policy, spec)
-  path = os.path.join(policy, "config.json")
-  if not os.path.exists(path):
+  if not is_run_dir(policy):
     raise RunConfigError(f"--policy={policy} is neither 'random' nor a run directory of "
                          f"experiments.train (no config.json there) nor a controller file of "
                          f"experiments.world_models: pass one of those.")
-  with open(path) as f:
-    run_config = ml_collections.ConfigDict(_as_tuples(json.load(f)))
-  agent = make_agent(run_config.method, run_config.agent, spec)
-  template = agent.init(jax.random.PRNGKey(seed))
-  restored = Checkpointer(policy).restore_part("agent", template)
-  if restored is None:
-    raise RunConfigError(f"{policy} has no checkpoint yet: train it first, or use "
-                         f"--policy=random.")
-  state, step = restored
-  saved, wanted = jax.tree_util.tree_flatten_with_path(state)[0], jax.tree.leaves(template)
-  if len(saved) != len(wanted):
-    raise RunConfigError(f"The checkpoint of {policy} does not hold the agent its config.json "
-                         f"describes: pass a run directory of experiments.train.")
-  for (path, have), want in zip(saved, wanted):
-    if have.shape != want.shape:
-      raise RunConfigError(
-          f"The agent of {policy} does not fit this env ({jax.tree_util.keystr(path)} is "
-          f"{have.shape} in the run, {want.shape} here): collect with the env the run trained "
-          f"on.")
-  return agent, state, f"{run_config.method} run {os.path.abspath(policy)} at step {step}"
+  run_config, agent, state, counters = load_agent(policy, spec, seed)
+  return (agent, state, f"{run_config.method} run {os.path.abspath(policy)} at step "
+          f"{counters['agent_step']}")
 
 
 def main(argv):

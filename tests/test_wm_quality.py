@@ -226,3 +226,50 @@ def test_benchmark_writes_the_table_resumes_and_refuses_other_frames(tmp_path):
   assert refused.stderr.strip().splitlines()[-1].startswith("error: Dataset ")
   assert "32x32" in refused.stderr or "(32, 32, 3)" in refused.stderr
   assert "Traceback" not in refused.stderr and not (tmp_path / "out2").exists()
+
+
+def _storm_run(directory, spec: dict, task: str = "square"):
+  """A run directory of experiments.train whose STORM agent (untrained) acts in the toy env."""
+  from experiments.configs import storm
+  from wm_jax.agents import make_agent
+  from wm_jax.checkpoint import Checkpointer
+  from wm_jax.dataset import env_spec
+  config = storm.get_config("debug")
+  config.env.update(suite="toy", task=task)
+  state = make_agent("storm", config.agent, env_spec(spec)).init(jax.random.PRNGKey(0))
+  ckpt = Checkpointer(str(directory))
+  ckpt.save(64, {"agent": state}, {"agent_step": 64, "updates": 3, "wall_seconds": 6.0})
+  ckpt.close()
+  (directory / "config.json").write_text(config.to_json_best_effort())
+
+
+def test_runs_of_another_env_or_no_model_at_all_are_refused_in_one_sentence(tmp_path):
+  _write_dataset(tmp_path / "squares", 64)
+  (tmp_path / "run").mkdir()
+  (tmp_path / "run" / "config.json").write_text(
+      '{"method": "storm", "env": {"suite": "toy", "task": "circle"}, "agent": {}}')
+  for flags, said in (([f"--runs={tmp_path / 'run'}"], "trained on toy/circle, and no "
+                                                       "--datasets holds that env"),
+                      (["--methods="], "would have no model to compare")):
+    refused = _benchmark(f"--datasets={tmp_path / 'squares'}", f"--out={tmp_path / 'out'}",
+                         *flags)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert said in refused.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow   # a STORM rollout compiles in a subprocess; `make test-all` runs it
+def test_a_runs_online_world_model_is_a_row_of_its_envs_table(tmp_path):
+  _write_dataset(tmp_path / "squares", 64)
+  spec = json.loads((tmp_path / "squares" / "manifest.json").read_text())["spec"]
+  _storm_run(tmp_path / "storm_run", spec)
+  run = _benchmark(f"--datasets={tmp_path / 'squares'}", f"--out={tmp_path / 'out'}",
+                   "--methods=", f"--runs={tmp_path / 'storm_run'}", "--horizon=2",
+                   "--eval_windows=2", "--eval_batch=2", "--holdout=0.25")
+  assert run.returncode == 0, run.stderr[-3000:]
+  table = (tmp_path / "out" / "squares" / "table.md").read_text()
+  assert "| storm (online run storm_run) | " in table and "| copy last frame |" in table
+  assert "no offline training" in table and "(64 agent steps), not on this dataset" in table
+  results = json.loads((tmp_path / "out" / "results.json").read_text())["datasets"]["squares"]
+  assert results[0]["updates"] == 3 and results[0]["update_bytes"] == -1
+  assert len(results[0]["model"]["psnr"]) == 2

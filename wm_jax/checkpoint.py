@@ -50,16 +50,17 @@ class Checkpointer:
           f"folder aside to resume from an older checkpoint, or use a new --workdir.") from None
 
   def restore_part(self, name: str, template):
-    """(tree[name] of the latest checkpoint, shaped like `template`, its step), reading no other
-    part (a policy without its replay); None if there is no checkpoint."""
+    """(tree[name] of the latest checkpoint, shaped like `template`, its meta), reading no other
+    part of the tree (a policy without its replay); None if there is no checkpoint."""
     step = self.latest_step()
     if step is None:
       return None
     abstract = {name: jax.tree.map(ocp.utils.to_shape_dtype_struct, template)}
     try:
       out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
-      return out["state"][name], step
+          state=ocp.args.PyTreeRestore(abstract, partial_restore=True),
+          meta=ocp.args.JsonRestore()))
+      return out["state"][name], out["meta"]
     except Exception as e:  # as in `restore`
       raise CorruptCheckpointError(
           f"Checkpoint {os.path.join(self.directory, str(step))} cannot be read "

@@ -6,6 +6,7 @@ aggregate metrics with 95% CIs beside published methods, and performance profile
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -90,7 +91,7 @@ def frame_strip(rows: dict[str, np.ndarray], column_labels: list[str], title: st
       if r == 0:
         ax.set_title(column_labels[c], fontsize=8)
       if c == 0:
-        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylabel(textwrap.fill(label, 14), fontsize=8)   # rotated: wrap to the row height
   fig.suptitle(title, fontsize=9)
   return fig
 
