@@ -75,6 +75,30 @@ def render(state: SpriteState, protocol: SpriteProtocol = SpriteProtocol()) -> j
   return jnp.where(mask(state.agent), _AGENT_RGB, frame).astype(jnp.uint8)
 
 
+def locate(frame: jax.Array, protocol: SpriteProtocol = SpriteProtocol()
+           ) -> tuple[jax.Array, jax.Array]:
+  """Frames [..., image_size, image_size, 3] (uint8, or float in [0, 1], real or generated) ->
+  (agent cell, goal cell), int32 [..., 2] each: the cells whose mean colour is reddest and
+  greenest; on a rendered frame, the state's (the two never share a cell: a reached goal
+  respawns elsewhere)."""
+  g = protocol.grid
+  cell = protocol.image_size // g
+  rgb = frame.astype(jnp.float32).reshape(frame.shape[:-3] + (g, cell, g, cell, 3)).mean((-4, -2))
+  def argmax_cell(score):                                  # [..., g, g] -> [..., 2]
+    flat = jnp.argmax(score.reshape(score.shape[:-2] + (g * g,)), -1)
+    return jnp.stack([flat // g, flat % g], -1).astype(jnp.int32)
+  return (argmax_cell(rgb[..., 0] - rgb[..., 1]), argmax_cell(rgb[..., 1] - rgb[..., 0]))
+
+
+def walk_to_goal(frame: jax.Array, protocol: SpriteProtocol = SpriteProtocol()) -> jax.Array:
+  """Frames [..., H, W, 3] -> int32 [...] the action of the scripted policy that walks straight
+  to the goal seen in the frame (rows first, then columns; noop on it): about 18 per 50-step
+  episode in the real env, the reference a world model's imagination should support."""
+  agent, goal = locate(frame, protocol)
+  down, right = goal[..., 0] - agent[..., 0], goal[..., 1] - agent[..., 1]
+  return jnp.select([down < 0, down > 0, right < 0, right > 0], [1, 2, 3, 4], 0).astype(jnp.int32)
+
+
 def _other_cell(key: jax.Array, avoid: jax.Array, grid: int) -> jax.Array:
   """A uniformly random cell [2] different from `avoid` [2]."""
   index = jax.random.randint(key, (), 0, grid * grid - 1)
