@@ -188,7 +188,8 @@ def update_memory(world_model, state, dataset: Dataset, config, workdir: str, up
   if os.path.exists(path):
     with open(path) as f:
       return int(json.load(f))
-  measured = offline.update_memory(world_model, state, dataset, config.run.batch_size,
+  measured = offline.update_memory(world_model, state, dataset,
+                                   offline.world_model_batch_size(config),
                                    config.run.batch_length, updates)
   with open(path + ".tmp", "w") as f:
     json.dump(measured, f)

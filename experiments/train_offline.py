@@ -3,8 +3,8 @@
   python -m experiments.train_offline --config=experiments/configs/diamond.py:atari100k \\
       --dataset=data/breakout_random --workdir=runs/offline/breakout_diamond --updates=20000
 
-The world model of `--config` (its `agent` section; batch shape from `run.batch_size` and
-`run.batch_length`) trains on all but the last `--holdout` of the dataset's episodes, with no
+The world model of `--config` (its `agent` section; batch shape from `run.batch_size`, or
+`agent.world_model_batch_size` where set, and `run.batch_length`) trains on all but the last `--holdout` of the dataset's episodes, with no
 env in the loop. Then, on held-out windows, it is reset on its context of real frames and
 generates `--horizon` frames open loop under the real actions: per-step PSNR and SSIM against
 the real frames (beside the copy-last-frame and mean-frame baselines), reward-sign and end

@@ -28,10 +28,11 @@ H = 4   # conditioning frames of every variant
 
 
 def debug_agent_config(starts=(0, 0, 0)):
-  """The debug agent config with steps starting at updates `starts` (denoiser, reward/end, actor-critic)."""
+  """The debug agent config with steps starting at updates `starts` (denoiser, reward/end, actor-critic), the actor-critic then on every update."""
   agent = diamond_config.get_config("debug").agent
   agent.schedule.update(dict(zip(("denoiser_start", "reward_end_start", "actor_critic_start"),
                                  starts)))
+  agent.schedule.actor_critic_every = 1
   return agent
 
 
@@ -158,7 +159,7 @@ def test_actor_critic_step_trains_only_the_actor_critic(agent_update):
       jax.tree.leaves(state["params"][name]), jax.tree.leaves(after["params"][name])))
   assert moved("actor_critic") > 0
   assert moved("denoiser") == 0 and moved("reward_end") == 0
-  assert float(metrics["denoiser_loss"]) == 0 and float(metrics["actor_critic_loss"]) != 0
+  assert "denoiser_loss" not in metrics and float(metrics["actor_critic_loss"]) != 0
   for name, value in metrics.items():
     assert np.isfinite(float(value)), name
 
@@ -191,6 +192,10 @@ def test_runs_through_the_loop_and_resumes(tmp_path):
   config.run.update(steps=200, eval_every=200, eval_episodes=2, log_every=100,
                     checkpoint_every=100, learning_starts=100)
   config.agent.schedule.actor_critic_start = 0
+  # One phase and small batches: this checks the loop and resume, not the debug budget.
+  config.run.update(batch_size=4, train_ratio=6.0)
+  config.agent.world_model_batch_size = None
+  config.agent.schedule.actor_critic_every = 1
   counters = train(config, str(tmp_path / "run"), progress=False)
   assert counters["agent_step"] == 200 and counters["updates"] > 0
   config.run.steps = 260

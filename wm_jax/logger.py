@@ -30,6 +30,14 @@ def append_jsonl(path: str, record: dict) -> None:
     f.write(json.dumps({k: _jsonable(v) for k, v in record.items()}) + "\n")
 
 
+def mean_metrics(updates: list[dict]) -> dict:
+  """Per-update metrics (dicts of scalars) -> each metric's mean over the updates that computed
+  it: a component that trains on some updates only (a scheduled agent's phases) is averaged
+  over those, not diluted by the others."""
+  names = dict.fromkeys(name for metrics in updates for name in metrics)
+  return {name: float(np.mean([m[name] for m in updates if name in m])) for name in names}
+
+
 def trim_jsonl(path: str, max_step: int, clock: str = "agent_step") -> int:
   """Keeps the lines with `clock` <= max_step (a resumed run redoes the rest).
 

@@ -47,7 +47,7 @@ from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
 from wm_jax.envs.base import ActionSpec
 from wm_jax.errors import NonFiniteLossError, RunConfigError
 from wm_jax.eval import plots, tables
-from wm_jax.logger import append_jsonl, trim_jsonl
+from wm_jax.logger import append_jsonl, mean_metrics, trim_jsonl
 from wm_jax.train import StopFlag, prepare_workdir
 
 class PerceptualMetrics(NamedTuple):
@@ -130,6 +130,13 @@ def sample_windows(steps: dict, key: jax.Array, batch_size: int, length: int) ->
   starts = jax.random.randint(key, (batch_size,), 0, size - length + 1)
   rows = starts[:, None] + jnp.arange(length)
   return jax.tree.map(lambda x: x[rows], steps)
+
+
+def world_model_batch_size(config) -> int:
+  """Sequences per offline update: the agent's `world_model_batch_size` where it sets one
+  (IRIS's and DIAMOND's world models may train on fewer sequences than their actor-critic
+  imagines from), else `run.batch_size`."""
+  return config.agent.get("world_model_batch_size") or config.run.batch_size
 
 
 def make_train_step(world_model: WorldModel, batch_size: int, length: int) -> Callable:
@@ -411,7 +418,8 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
     trim_jsonl(metrics_path, counters["updates"], clock="update")
     print(f"resuming {workdir} from update {counters['updates']:,}", file=sys.stderr)
   steps = jax.tree.map(jnp.asarray, dataset.episodes(train_episodes))
-  train_step = make_train_step(world_model, config.run.batch_size, config.run.batch_length)
+  train_step = make_train_step(world_model, world_model_batch_size(config),
+                               config.run.batch_length)
   stop, t_start, wall_before = StopFlag(), time.time(), counters["wall_seconds"]
   bar = tqdm(total=updates, initial=counters["updates"], unit="update", disable=not progress,
              mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{config.method} offline")
@@ -435,7 +443,7 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
       n = counters["updates"]
       ending = finished()
       if n % log_every == 0 or ending:
-        values = {k: float(np.mean([m[k] for m in jax.device_get(pending)])) for k in pending[0]}
+        values = mean_metrics(jax.device_get(pending))
         for name, value in values.items():
           if name.endswith("_loss") and not np.isfinite(value):
             raise NonFiniteLossError(f"Loss term {name!r} became {value} by update {n:,}; "

@@ -42,7 +42,7 @@ from wm_jax.checkpoint import Checkpointer
 from wm_jax.envs import make_env, protocol_card
 from wm_jax.envs.base import SeedStackedEnv, steps_on_device
 from wm_jax.errors import NonFiniteLossError, RunConfigError, read_json
-from wm_jax.logger import RunLogger, trim_jsonl
+from wm_jax.logger import RunLogger, mean_metrics, trim_jsonl
 from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 
 
@@ -53,6 +53,26 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 # between the saved and the given config refuses the resume.
 RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
                     "run.checkpoint_every", "run.metrics_every", "run.collect_on_device")
+
+
+# Fields added to a method's config after runs of it were saved, with the value that names how
+# those runs trained: a saved config without the field reads as having that value (resume,
+# wm_jax.trained.run_config).
+_COMPONENT_AGENT_FIELDS = {"agent.world_model_batch_size": None,
+                           "agent.schedule.actor_critic_every": 1}
+ADDED_FIELDS = {"iris": _COMPONENT_AGENT_FIELDS, "diamond": _COMPONENT_AGENT_FIELDS}
+
+
+def with_added_fields(saved: dict) -> dict:
+  """A saved config dict (config.json) with the ADDED_FIELDS of its method that it lacks."""
+  saved = json.loads(json.dumps(saved))
+  for path, value in ADDED_FIELDS.get(saved.get("method"), {}).items():
+    *parents, leaf = path.split(".")
+    node = saved
+    for name in parents:
+      node = node.setdefault(name, {})
+    node.setdefault(leaf, value)
+  return saved
 
 
 def flatten_dict(tree: dict, prefix: str = "") -> dict:
@@ -101,6 +121,8 @@ def check_workdir(workdir: str, config, card: dict, resumable=RESUMABLE_FIELDS) 
     if not (resumed and os.path.exists(path)):
       continue
     saved = read_json(path, RunConfigError, "restore it or use a new --workdir")
+    if name == "config.json":
+      saved = with_added_fields(saved)
     diffs = config_differences(saved, given, resumable)
     if diffs:
       flat_saved, flat_given = flatten_dict(saved), flatten_dict(given)
@@ -580,7 +602,7 @@ def _loop(config, seeds, seed_dirs, agent, replay, env, eval_env, tree, counters
       for logger, pending in zip(loggers, pending_metrics):
         values = dict(shared)
         if pending:
-          values.update({k: float(np.mean([m[k] for m in pending])) for k in pending[0]})
+          values.update(mean_metrics(pending))
         logger.metrics(now, values)
         pending.clear()
       t_log, s_log = time.time(), now

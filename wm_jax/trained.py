@@ -20,6 +20,7 @@ from wm_jax.agents.base import Agent, WorldModel
 from wm_jax.checkpoint import Checkpointer
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
+from wm_jax.train import with_added_fields
 
 
 def _as_tuples(value):
@@ -39,7 +40,7 @@ def run_config(run_dir: str) -> ml_collections.ConfigDict:
     raise RunConfigError(f"{run_dir} is not a run directory of experiments.train (no "
                          f"config.json there): pass the --workdir of a training run.")
   with open(os.path.join(run_dir, "config.json")) as f:
-    return ml_collections.ConfigDict(_as_tuples(json.load(f)))
+    return ml_collections.ConfigDict(_as_tuples(with_added_fields(json.load(f))))
 
 
 def load_agent(run_dir: str, spec: EnvSpec, seed: int = 0

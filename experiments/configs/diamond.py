@@ -21,6 +21,8 @@ Named deviations:
     heads are not zero-initialised. Imagined episodes restart from replay at every update
     (DIAMOND's world-model env runs on, restarting an episode after `horizon` steps or an
     imagined end; with horizon = backup_every = 15 the two mostly coincide).
+  * The debug variant's actor-critic imagines from 32 sequences on every 8th update while the
+    world model trains on 4 per update (common.use_sprite_debug_run).
   * Fan-average weight init; see wm_jax/models/diffusion.py for the network's deviations.
     (Weight decay applies to Dense/Conv/LSTM kernels only, as DIAMOND's configure_opt.)
   * The sampler starts from N(0, 1) noise as DIAMOND's code (`denoiser.sampler.init_sigma = 1`);
@@ -50,6 +52,9 @@ def agent_config() -> ml_collections.ConfigDict:
   """Every DIAMOND hyperparameter, as a named field (official code defaults)."""
   a = ml_collections.ConfigDict()
   a.precision = "float32"        # DIAMOND trains in fp32; 'bfloat16' for compute only
+  # Replay sequences the denoiser and reward/end model train on: the first N of each batch;
+  # None = all run.batch_size, which the actor-critic always imagines from (DIAMOND: 32 each).
+  a.world_model_batch_size = ml_collections.FieldReference(None, field_type=int)
   a.denoiser = ml_collections.ConfigDict(dict(
       architecture="frame_stack",   # 'frame_stack' (DIAMOND) or 'cross_attention' (DWM 4.2.1)
       num_cond_frames=4,            # H (agent/default.yaml inner_model.num_steps_conditioning)
@@ -100,8 +105,9 @@ def agent_config() -> ml_collections.ConfigDict:
       eval_temperature=1.0,
       opt=_opt(wd=0.0, clip=100.0)))  # trainer.yaml actor_critic.optimizer
   # First update of each component (see the docstring's epochs).
+  # The actor-critic then trains on every actor_critic_every-th update (DIAMOND: every one).
   a.schedule = ml_collections.ConfigDict(dict(
-      denoiser_start=0, reward_end_start=0, actor_critic_start=10_000))
+      denoiser_start=0, reward_end_start=0, actor_critic_start=10_000, actor_critic_every=1))
   return a
 
 

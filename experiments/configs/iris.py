@@ -21,7 +21,8 @@ Named deviations:
   * Transformer init: the shared blocks use the suite's fan-average init, not N(0, 0.02)
     (the embeddings and heads here do use N(0, 0.02)).
   * The debug variant's tokenizer uses squared-error reconstruction, not L1, and lr 1e-3 (see
-    shrink_for_debug).
+    shrink_for_debug); its actor-critic imagines from 32 sequences on every 8th update while
+    the world model trains on 4 per update (common.use_sprite_debug_run).
   * dmc_vision is ours (IRIS reports Atari only): continuous actions get a linear action
     embedding and a Normal(tanh(mean), std) policy; all other settings as atari100k.
 The suite's Atari card (common.ATARI_PROTOCOL) is the `atari100k` default so that every family
@@ -49,6 +50,9 @@ def agent_config() -> ml_collections.ConfigDict:
   a = ml_collections.ConfigDict()
   a.precision = "float32"        # the IRIS code trains in fp32; 'bfloat16' for compute only
   a.tokens_per_frame = 16        # K: 4x4 tokens per 64x64 frame (sec. 2.1); 64 = 8x8
+  # Replay sequences the tokenizer and world model train on: the first N of each batch; None =
+  # all run.batch_size, which the actor-critic always imagines from (IRIS: 64 for each).
+  a.world_model_batch_size = ml_collections.FieldReference(None, field_type=int)
   a.tokenizer = ml_collections.ConfigDict(dict(
       vocab=512,                 # codebook size N (sec. 2.1; tokenizer/default.yaml vocab_size)
       embed_dim=512,             # codebook embedding dim (tokenizer/default.yaml embed_dim)
@@ -98,8 +102,9 @@ def agent_config() -> ml_collections.ConfigDict:
   # First update of each component. IRIS (trainer.yaml) starts the tokenizer after epoch 5,
   # the world model after 25, the actor-critic after 50, each epoch = 200 env steps; with
   # run.learning_starts = 1000 steps and one update per env step that is updates 0, 4000, 9000.
+  # The actor-critic then trains on every actor_critic_every-th update (IRIS: every one).
   a.schedule = ml_collections.ConfigDict(dict(
-      tokenizer_start=0, world_model_start=4000, actor_critic_start=9000))
+      tokenizer_start=0, world_model_start=4000, actor_critic_start=9000, actor_critic_every=1))
   return a
 
 

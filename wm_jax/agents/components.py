@@ -1,6 +1,7 @@
 """Agents made of separately optimised components (IRIS: tokenizer, world model, actor-critic;
 DIAMOND: denoiser, reward/end model, actor-critic): one optimiser step per component, each
-switched on from its own update count, `schedule.<component>_start`.
+switched on from its own update count, `schedule.<component>_start`, and then run on every
+`schedule.<component>_every`-th update (1 where the schedule has no such field).
 
 Which components train is a *phase* known on the host (a tuple of bools, `schedule_phase`), and
 the update is compiled once per phase (the Agent's `schedule`, wm_jax/agents/base.py) instead
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from wm_jax.agents.base import WorldModel, jit_init
+from wm_jax.errors import RunConfigError
 
 
 def train_component(opts: dict, name: str, loss_fn: Callable, params: dict, opt: dict):
@@ -30,33 +32,64 @@ def train_component(opts: dict, name: str, loss_fn: Callable, params: dict, opt:
 
 def schedule_phase(schedule, components: tuple[str, ...]) -> Callable[[int], tuple]:
   """updates -> phase: for each component, whether it trains at that update count
-  (updates >= schedule.<component>_start)."""
+  (updates >= schedule.<component>_start, then every schedule.<component>_every-th update)."""
   starts = tuple(schedule[f"{name}_start"] for name in components)
-  return lambda updates: tuple(bool(updates >= start) for start in starts)
+  every = tuple(schedule.get(f"{name}_every", 1) for name in components)
+  return lambda updates: tuple(bool(updates >= start and (updates - start) % k == 0)
+                               for start, k in zip(starts, every))
+
+
+def check_schedule(schedule) -> None:
+  """One sentence naming the fix unless every `*_start` is >= 0 and every `*_every` >= 1."""
+  if min(v for k, v in schedule.items() if k.endswith("_start")) < 0:
+    raise RunConfigError("agent.schedule.*_start are update counts and must be >= 0.")
+  if min([v for k, v in schedule.items() if k.endswith("_every")] or [1]) < 1:
+    raise RunConfigError("agent.schedule.*_every count updates between a component's steps "
+                         "and must be >= 1.")
 
 
 def staged(active: bool, train_fn: Callable, params: dict, opt: dict, *args):
   """train_fn(params, opt, *args) -> (params, opt, metrics) if `active` (a Python bool: the
-  phase is static), else params and opt unchanged with zero metrics of the same structure, so
-  every phase logs the same metric names."""
+  phase is static), else params and opt unchanged and no metrics: the loop averages each metric
+  over the updates that computed it (wm_jax.logger.mean_metrics)."""
   if active:
     return train_fn(params, opt, *args)
-  _, _, shapes = jax.eval_shape(train_fn, params, opt, *args)
-  return params, opt, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  return params, opt, {}
+
+
+def check_world_model_batch(agent, run=None) -> None:
+  """One sentence unless agent.world_model_batch_size is None or 1 .. run.batch_size."""
+  n = agent.world_model_batch_size
+  if n is not None and n < 1:
+    raise RunConfigError(f"agent.world_model_batch_size={n} must be None (the whole replay "
+                         f"batch) or at least 1.")
+  if n is not None and run is not None and n > run.batch_size:
+    raise RunConfigError(f"agent.world_model_batch_size={n} exceeds run.batch_size="
+                         f"{run.batch_size}: the world model trains on that many of the replay "
+                         f"batch's sequences, so lower it or raise run.batch_size.")
 
 
 class ComponentLearner:
   """Base of the IRIS and DIAMOND learners: per-component optimisers `opts`, the world-model
   components `world_model_parts` that the actor-critic imagines through (read without gradient),
-  and the subclass's `actor_critic_loss(ac_params, model_params, batch, key) -> (loss, metrics)`."""
+  and the subclass's `cfg` (its agent config) and `actor_critic_loss(ac_params, model_params,
+  batch, key) -> (loss, metrics)`."""
   opts: dict
   world_model_parts: tuple = ()
 
   def _train(self, name: str, loss_fn: Callable, params: dict, opt: dict):
     return train_component(self.opts, name, loss_fn, params, opt)
 
+  def world_model_batch(self, batch: dict) -> dict:
+    """Replay batch [B, T, ...] -> its first `world_model_batch_size` sequences (all if None):
+    the world-model components may train on fewer sequences than the actor-critic imagines
+    from (IRIS and DIAMOND sample one batch per component)."""
+    n = self.cfg.world_model_batch_size
+    return batch if n is None else jax.tree.map(lambda x: x[:n], batch)
+
   def train_actor_critic(self, params, opt, batch, key):
-    """Actor-critic step in the imagination of the current world model -> (params, opt, metrics)."""
+    """Actor-critic step in the imagination of the current world model, from each sequence of
+    the replay batch -> (params, opt, metrics)."""
     model_params = {k: params[k] for k in self.world_model_parts}
     loss = lambda p: self.actor_critic_loss(p, model_params, batch, key)
     return self._train("actor_critic", loss, params, opt)

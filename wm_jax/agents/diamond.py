@@ -7,7 +7,9 @@ three steps on one replay batch [B, T], in DIAMOND's order (trainer.train_agent)
   1. denoiser on each sequence's last frame given the H before it, from update
      `schedule.denoiser_start`;
   2. reward/end model on the T - 1 transitions of each sequence, from `schedule.reward_end_start`;
-  3. actor-critic from `schedule.actor_critic_start`: the LSTM is burnt in on the real frames
+     steps 1-2 read the first `world_model_batch_size` sequences of the batch (all if None);
+  3. actor-critic from `schedule.actor_critic_start`, then on every `schedule.actor_critic_every`-th
+     update, from every sequence: the LSTM is burnt in on the real frames
      of the world model's context but its last one (DIAMOND's `burnin_obs`, H - 1 frames), the
      world model is reset on the last H frames and rolled out for `horizon` steps (one
      `lax.scan` over horizon x sampler steps); REINFORCE with a value baseline on
@@ -27,8 +29,8 @@ import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import (ComponentLearner, component_world_model, schedule_phase,
-                                      staged)
+from wm_jax.agents.components import (ComponentLearner, check_schedule, check_world_model_batch,
+                                      component_world_model, schedule_phase, staged)
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.diffusion import make_denoiser_net
@@ -58,6 +60,8 @@ def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
         f"agent.actor_critic.horizon must be at least 1 and burn_in in [0, "
         f"num_cond_frames={d.num_cond_frames}) (the LSTM reads the world model's context "
         f"frames but the last).")
+  check_schedule(agent.schedule)
+  check_world_model_batch(agent, run)
   if run is not None and run.batch_length < d.num_cond_frames + 1:
     raise RunConfigError(
         f"DIAMOND needs replay sequences of at least num_cond_frames + 1 = "
@@ -113,7 +117,9 @@ class DiamondLearner(ComponentLearner):
     return self._train("reward_end", lambda p: self.model.reward_end_loss(p, batch), params, opt)
 
   def train_world_model(self, phase: tuple, params, opt, batch, key):
-    """Denoiser then reward/end step, each where phase (bool, bool) says it trains."""
+    """Denoiser then reward/end step on the world model's sequences of the batch, each where
+    phase (bool, bool) says it trains."""
+    batch = self.world_model_batch(batch)
     params, opt, m_den = staged(phase[0], self.train_denoiser, params, opt, batch, key)
     params, opt, m_rew = staged(phase[1], self.train_reward_end, params, opt, batch)
     return params, opt, {**m_den, **m_rew}

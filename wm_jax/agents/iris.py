@@ -7,14 +7,16 @@ three stages on one replay batch [B, T], in the IRIS code's order (trainer.train
   1. tokenizer on `tokenizer.frames_per_sequence` random frames per sequence (256 in all for
      B = 64, IRIS's tokenizer batch), from update `schedule.tokenizer_start`;
   2. world model on the last min(T, context + 1) frames (20 steps, IRIS's sequence length),
-     from update `schedule.world_model_start`;
-  3. actor-critic from update `schedule.actor_critic_start`: the LSTM is burnt in on the
+     from update `schedule.world_model_start`; steps 1-2 read the first
+     `world_model_batch_size` sequences of the batch (all if None);
+  3. actor-critic from update `schedule.actor_critic_start`, then on every
+     `schedule.actor_critic_every`-th update, from every sequence: the LSTM is burnt in on the
      reconstructions D(E(x)) of frames T - 1 - burn_in .. T - 2 without gradient, then the
      world model, reset on the last frame(s), is rolled out for `horizon` steps; REINFORCE with
      a value baseline on lambda-returns, an entropy bonus and an MSE value loss (IRIS sec. 2.3).
 Which stages run is a phase of the update count (`Agent.schedule`), and the update is compiled
 once per phase (wm_jax/agents/components.py); IRIS's epochs of 200 env steps with 200 steps per component
-become update counts (the config says how); a stage not yet started reports its metrics as 0.
+become update counts (the config says how); a stage logs metrics on the updates it runs.
 The policy acts on D(E(x)), as in the IRIS code.
 """
 
@@ -27,8 +29,8 @@ import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
-from wm_jax.agents.components import (ComponentLearner, component_world_model, schedule_phase,
-                                      staged)
+from wm_jax.agents.components import (ComponentLearner, check_schedule, check_world_model_batch,
+                                      component_world_model, schedule_phase, staged)
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.iris import (DTYPES, RECONSTRUCTION_LOSSES, IrisModel, channel_mults,
@@ -67,8 +69,7 @@ def _check_model(agent: ml_collections.ConfigDict) -> None:
   if ac.horizon < 1 or ac.burn_in < 0 or tok.frames_per_sequence < 1:
     raise RunConfigError("agent.actor_critic.horizon and agent.tokenizer.frames_per_sequence "
                          "must be at least 1 and agent.actor_critic.burn_in at least 0.")
-  if min(sched.tokenizer_start, sched.world_model_start, sched.actor_critic_start) < 0:
-    raise RunConfigError("agent.schedule.*_start are update counts and must be >= 0.")
+  check_schedule(sched)
   if not (0.0 <= ac.collect_epsilon <= 1.0 and ac.collect_temperature > 0
           and ac.eval_temperature > 0):
     raise RunConfigError("agent.actor_critic.collect_epsilon must lie in [0, 1] and the "
@@ -89,6 +90,7 @@ def check_sequence_length(agent: ml_collections.ConfigDict, length: int) -> None
 def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
   """Start-up check called by wm_jax.train.validate: one sentence on an impossible agent config, and with the run config on a run.batch_length too short for the burn-in."""
   _check_model(agent)
+  check_world_model_batch(agent, run)
   if run is not None:
     check_sequence_length(agent, run.batch_length)
 
@@ -160,7 +162,9 @@ class IrisLearner(ComponentLearner):
     return self._train("world_model", loss, params, opt)
 
   def train_world_model(self, phase: tuple, params, opt, batch, key):
-    """Tokenizer then GPT step, each where phase (bool, bool) says it trains."""
+    """Tokenizer then GPT step on the world model's sequences of the batch, each where phase
+    (bool, bool) says it trains."""
+    batch = self.world_model_batch(batch)
     params, opt, m_tok = staged(phase[0], self.train_tokenizer, params, opt, batch, key)
     params, opt, m_wm = staged(phase[1], self.train_transformer, params, opt, batch)
     return params, opt, {**m_tok, **m_wm}
