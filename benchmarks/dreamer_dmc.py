@@ -45,18 +45,19 @@ flags.DEFINE_float("critic_lr", 3e-4, "critic learning rate (paper: 3e-5)")
 define_budget_flags(steps=80_000, batch_length=16)
 
 
-def make_config():
-  """(config, variant default): the dmc_proprio variant with this benchmark's budget."""
+def make_config(variant: str = "dmc_proprio"):
+  """(config, variant default): `variant` of --method with this benchmark's budget; the
+  DreamerV3 sizes, gamma and critic lr apply to DreamerV3 and to agents built on it."""
   module = importlib.import_module(f"experiments.configs.{FLAGS.method}")
-  default = module.get_config("dmc_proprio")
-  config = module.get_config("dmc_proprio")
+  default = module.get_config(variant)
+  config = module.get_config(variant)
   config.env.task = FLAGS.task
   config.env.protocol.action_repeat = FLAGS.action_repeat
   apply_budget(config)
   if FLAGS.method == "plan2explore" and FLAGS.units:
     for net in ("encoder", "decoder", "reward_head", "actor", "critic"):
       config.agent[net].units = FLAGS.units
-  if FLAGS.method == "dreamerv3":
+  if FLAGS.method == "dreamerv3" or variant.endswith("_dreamerv3"):
     agent = config.agent
     agent.size = FLAGS.size
     agent.precision = "float32"
@@ -81,7 +82,7 @@ def command(config, devs: dict, workdir: str) -> str:
   """The experiments.train call that trains the same config into `workdir`."""
   args = [f"--config.{k}={v}" for k, (_, v) in devs.items()]
   return " ".join([f"python -m experiments.train --config=experiments/configs/"
-                   f"{config.method}.py:dmc_proprio --workdir={workdir}",
+                   f"{config.method}.py:{config.variant} --workdir={workdir}",
                    f"--config.seed={config.seed}", *args])
 
 

@@ -3,11 +3,14 @@ members and grows with their spread, bootstrap resamples, the reward head does n
 representation, random exploration is uniform, the hand-over to the task actor, the loop with
 resume, and bad input in one sentence."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.configs import dreamerv3 as dreamerv3_config
 from experiments.configs import plan2explore as p2e_config
 from wm_jax.agents import make_agent
 from wm_jax.agents.dreamer import resolve_agent_config
@@ -17,7 +20,7 @@ from wm_jax.envs import make_env
 from wm_jax.envs.base import ActionSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.rssm import make_world_model
-from wm_jax.train import train
+from wm_jax.train import flatten_dict, train
 
 
 def _pendulum():
@@ -112,6 +115,23 @@ def test_plan2explore_learns_through_the_loop_and_resumes(tmp_path, policy):
     assert '"ensemble_loss"' in lines[-1] and '"explore_imag_reward"' in lines[-1]
   else:
     assert '"ensemble_loss"' not in lines[-1] and '"imag_reward"' in lines[-1]
+
+
+def test_the_dreamerv3_variant_is_dreamerv3_plus_the_exploration_and_trains(tmp_path):
+  config = p2e_config.get_config("dmc_proprio_dreamerv3")
+  v3 = dreamerv3_config.get_config("dmc_proprio")
+  ours, theirs = flatten_dict(config.agent.to_dict()), flatten_dict(v3.agent.to_dict())
+  added = {k for k in ours if k.startswith("explore.")} | {"reward_head.stop_grad"}
+  assert {k for k in ours if ours[k] != theirs.get(k)} == added
+  assert set(theirs) <= set(ours)
+  assert config.run.to_dict() == v3.run.to_dict() and config.env.to_dict() == v3.env.to_dict()
+  debug = p2e_config.get_config("debug")          # the tiny size on Pendulum, for the loop
+  config.env, config.run = debug.env, debug.run
+  dreamerv3_config.shrink_for_debug(config.agent)
+  config.run.update(dict(steps=300, log_every=300, eval_every=300, checkpoint_every=300))
+  assert train(config, str(tmp_path / "run"), progress=False)["updates"] > 0
+  last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+  assert np.isfinite(last["explore_imag_reward"]) and np.isfinite(last["ensemble_loss"])
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -1,6 +1,6 @@
 """Plan2Explore (Sekar et al. 2020, arXiv:2005.05960): reward-free exploration by ensemble
 disagreement, then zero-shot / few-shot adaptation (wm_jax/agents/plan2explore.py).
-Variants: dmc_proprio, dmc_vision, debug.
+Variants: dmc_proprio, dmc_vision, debug, dmc_proprio_dreamerv3.
 
 The paper builds on Dreamer V1: its world model, actor-critics and schedule are dreamerv1.py's
 (batch 50 x 50, 100 updates per 1000 agent steps, action repeat 2 on DMC as the presets). The
@@ -15,6 +15,15 @@ clip 100) for the ensemble, and a reward head that does not shape the representa
 baseline at the same budget); `explore.adapt_after_updates=U` hands collection to the task actor
 after U updates (few-shot adaptation), -1 explores for the whole run (zero-shot: evaluation
 always runs the task actor, trained in imagination on the reward head).
+
+`dmc_proprio_dreamerv3` (a named deviation from the paper's base) puts the same exploration on
+DreamerV3's world model and actor-critic (dreamerv3.py:dmc_proprio: categorical latents,
+symlog-twohot heads, return normalisation, an entropy bonus), as the 2023 DreamerV3 code's
+`Explore` behaviour with its `Disag` reward does (dreamerv3 1.5.0, behaviors.py / expl.py; that
+code's ensemble is 8 heads of 5 x 1024 predicting the stochastic state, and it mixes in the
+task reward at 1.0; here the paper's embedding target, 5 members and reward-free exploration
+stay). Dreamer V1's tanh-Normal actor, without an entropy bonus, collapses to a constant action
+within a few hundred updates at a CPU budget (benchmarks/plan2explore_dmc.py gives the runs).
 """
 
 from __future__ import annotations
@@ -24,25 +33,28 @@ import ml_collections
 from experiments.configs import dreamerv1, dreamerv3
 from experiments.configs.common import check_variant
 
-VARIANTS = ("dmc_proprio", "dmc_vision", "debug")
+VARIANTS = ("dmc_proprio", "dmc_vision", "debug", "dmc_proprio_dreamerv3")
+ON_DREAMERV3 = "_dreamerv3"   # variant suffix: DreamerV3's world model and actor-critic as base
 
 
-def agent_config() -> ml_collections.ConfigDict:
-  a = dreamerv1.agent_config()
-  a.reward_head.stop_grad = True
-  a.explore = ml_collections.ConfigDict(dict(
+def add_exploration(agent: ml_collections.ConfigDict) -> None:
+  """A Dreamer agent config -> Plan2Explore's, in place: the exploration section and a reward
+  head that reads stop-gradient features."""
+  agent.reward_head.stop_grad = True
+  agent.explore = ml_collections.ConfigDict(dict(
       policy="disagreement", members=5, layers=2, units=0, act="relu", intr_scale=10000.0,
       bootstrap=True, adapt_after_updates=-1))
-  a.explore.opt = ml_collections.ConfigDict(a.model_opt.to_dict())
-  return a
+  agent.explore.opt = ml_collections.ConfigDict(agent.model_opt.to_dict())
 
 
 def get_config(variant: str = "dmc_proprio") -> ml_collections.ConfigDict:
-  """Run config of a Plan2Explore variant (dmc_proprio, dmc_vision, debug)."""
+  """Run config of a Plan2Explore variant (one of VARIANTS): the base Dreamer's run config
+  with the exploration added."""
   check_variant(variant, VARIANTS)
-  config = dreamerv1.get_config(variant)
-  config.method = "plan2explore"
-  config.agent = agent_config()
+  base = dreamerv3 if variant.endswith(ON_DREAMERV3) else dreamerv1
+  config = base.get_config(variant.removesuffix(ON_DREAMERV3))
+  config.method, config.variant = "plan2explore", variant
+  add_exploration(config.agent)
   if variant == "debug":
     dreamerv3.use_continuous_debug_task(config)
     config.agent.explore.update(members=3, units=32)

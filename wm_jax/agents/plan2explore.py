@@ -21,9 +21,10 @@ until `explore.adapt_after_updates`, and the task actor after it (few-shot adapt
 -1 explores for the whole run, the zero-shot protocol). Evaluation always runs the task actor.
 
 Defaults (experiments/configs/plan2explore.py) follow the paper and its reference code
-(github.com/ramanans1/plan2explore): Dreamer V1 world model and actor-critic, 5 members of
-2 hidden ReLU layers as wide as the target, intrinsic reward scale 10000, the model's Adam
-settings for the ensemble. Deviations, named: the action enters the members' first layer only
+(github.com/ramanans1/plan2explore): Dreamer V1 world model and actor-critic (the variant
+`dmc_proprio_dreamerv3` builds the same agent on DreamerV3's), 5 members of 2 hidden ReLU layers
+as wide as the target, intrinsic reward scale 10000, the model's Adam settings for the
+ensemble. Deviations, named: the action enters the members' first layer only
 (the reference code appends it to every hidden layer); the ensemble has its own gradient clipping
 instead of sharing the model's (its inputs and targets are stop-gradiented, so only the
 clipping differs).
