@@ -45,8 +45,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("explorations", ["disagreement", "random"], "agent.explore.policy values")
 flags.DEFINE_string("out", "runs/plan2explore_dmc", "output folder (one run folder each)")
 flags.DEFINE_integer("adapt_after_updates", -1,
-                     "agent.explore.adapt_after_updates: -1 explores for the whole run (zero-shot), "
-                     "U hands collection to the task actor after U updates (few-shot)")
+                     "agent.explore.adapt_after_updates: -1 explores for the whole run "
+                     "(zero-shot), U hands collection to the task actor after U updates "
+                     "(few-shot)")
 flags.DEFINE_enum("base", "dreamerv1", ["dreamerv1", "dreamerv3"],
                   "the Dreamer under the exploration: the paper's V1 (variant dmc_proprio) or "
                   "DreamerV3 (dmc_proprio_dreamerv3)")

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from wm_jax.envs import UnknownNameError, check_task, make_env, protocol_card
+from wm_jax.envs.vizdoom import _in_cache_dir
 
 ENV_CHECK_TIMEOUT_S = 120
 ENV_CHECK_ATTEMPTS = 2
@@ -99,3 +100,10 @@ def test_a_failing_check_fails_the_test():
 
 def _failing_check():
   assert False, "frames differ"
+
+
+def test_the_engines_folder_exists_before_any_engine_starts(tmp_path, monkeypatch):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+  with _in_cache_dir():   # engines started side by side raced to create it (a crash in CI)
+    assert os.path.isdir("_vizdoom")
+    assert os.getcwd() == str(tmp_path / "wm_jax" / "vizdoom")

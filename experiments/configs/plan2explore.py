@@ -23,7 +23,7 @@ symlog-twohot heads, return normalisation, an entropy bonus), as the 2023 Dreame
 code's ensemble is 8 heads of 5 x 1024 predicting the stochastic state, and it mixes in the
 task reward at 1.0; here the paper's embedding target, 5 members and reward-free exploration
 stay). Dreamer V1's tanh-Normal actor, without an entropy bonus, collapses to a constant action
-within a few hundred updates at a CPU budget (benchmarks/plan2explore_dmc.py gives the runs).
+within a few hundred updates at a CPU budget (README, Plan2Explore, gives the runs).
 """
 
 from __future__ import annotations

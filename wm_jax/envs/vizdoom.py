@@ -54,7 +54,10 @@ def _in_cache_dir():
   """Runs the block with the working directory in wm_jax's ViZDoom cache folder."""
   cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
                        "wm_jax", "vizdoom")
-  os.makedirs(cache, exist_ok=True)
+  # Each engine makes ./_vizdoom/ at start-up if it is missing, and dies (SIGSEGV, "Failed to
+  # create ./_vizdoom/ directory: File exists") when an engine started beside it made it first
+  # (seen once in CI on a fresh machine); made here, it exists before any engine starts.
+  os.makedirs(os.path.join(cache, "_vizdoom"), exist_ok=True)
   previous = os.getcwd()
   os.chdir(cache)
   try:
