@@ -1,7 +1,7 @@
 """World Models (Ha & Schmidhuber 2018) in its three phases, from a dataset of random rollouts:
 
   python -m experiments.collect --config=experiments/configs/world_models.py:cpu \\
-      --policy=random_controller --steps=48000 --out=data/carracing_rc  # 1. random rollouts
+      --policy=random_controller --steps=240000 --out=data/carracing_rc  # 1. random rollouts
   python -m experiments.world_models --config=experiments/configs/world_models.py:cpu \\
       --dataset=data/carracing_rc --out=runs/world_models          # 2. V, M; 3. C
 
@@ -205,7 +205,7 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
                                _progress(f"M (MDN-RNN){suffix}")))
     for name in controllers if not round_ else ["dream"]:
       if name == "dream":
-        starts = wmod.dream_start_latents(mu, data.episode_starts, c.dream_start)
+        starts = wmod.dream_start_latents(mu, log_sigma, data.episode_starts, c.dream_start)
         fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c)
       else:
         env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
@@ -216,7 +216,8 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
           if round_ else None
       results[label] = wmod.evolve(
           fitness, dim, c, jax.random.fold_in(key, (3 if name == "dream" else 4) + 10 * round_),
-          os.path.join(folder, f"controller_{name}.pkl"), _progress(f"C in the {label}"), start)
+          os.path.join(folder, f"controller_{name}.pkl"), _progress(f"C in the {label}"), start,
+          c.generations if name == "dream" else c.real_generations or c.generations)
       memory[label], data_steps[label] = rnn_params, len(data.steps["is_first"])
       if name == "real":
         env.close()
@@ -233,7 +234,8 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
   for label, res in results.items():
     thetas = np.repeat(res["mean"][None], episodes, 0)
     scores[policy_name(label)] = wmod.real_returns(vae, vae_params, rnn, memory[label], thetas,
-                                                   env, limit, tuple(c.clip_dims))[0]
+                                                   env, limit, tuple(c.clip_dims),
+                                                   jax.random.fold_in(key, 6))[0]
   env.close()
   frame_strip(vae, vae_params, rnn, rnn_params,
               dataset.episodes([dataset.num_episodes - 1]), 50, 10, c.temperature,

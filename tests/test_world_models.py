@@ -16,7 +16,7 @@ import pytest
 
 from wm_jax.agents import world_models as wmod
 from wm_jax.errors import RunConfigError
-from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn, mdn_log_prob, mdn_sample
+from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn, mdn_log_prob, mdn_sample, sample_latent
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,9 +107,20 @@ def test_memory_batches_pair_each_latent_with_the_action_taken_there():
 
 def test_dreams_start_from_first_frames_or_any_frame():
   mu = np.arange(10, dtype=np.float32)[:, None]
+  log_sigma = -mu
   starts = np.array([0, 4, 10])
-  np.testing.assert_array_equal(wmod.dream_start_latents(mu, starts, "first")[:, 0], [0, 4])
-  assert len(wmod.dream_start_latents(mu, starts, "any")) == 10
+  first_mu, first_log_sigma = wmod.dream_start_latents(mu, log_sigma, starts, "first")
+  np.testing.assert_array_equal(first_mu[:, 0], [0, 4])
+  np.testing.assert_array_equal(first_log_sigma[:, 0], [0, -4])
+  assert all(len(x) == 10 for x in wmod.dream_start_latents(mu, log_sigma, starts, "any"))
+
+
+def test_v_gives_samples_of_q_z_given_the_frame():
+  mu, log_sigma = jnp.array([[1.0, -2.0]]), jnp.log(jnp.array([[0.5, 0.1]]))
+  z = jax.vmap(lambda k: sample_latent(mu, log_sigma, k))(
+      jax.random.split(jax.random.PRNGKey(0), 20000))[:, 0]
+  np.testing.assert_allclose(z.mean(0), [1.0, -2.0], atol=0.01)
+  np.testing.assert_allclose(z.std(0), [0.5, 0.1], rtol=0.03)
 
 
 def test_cma_es_finds_the_optimum_and_resumes(tmp_path):
@@ -142,9 +153,13 @@ def test_the_controller_agent_resets_m_at_episode_starts_and_explores_only_when_
   action, carry = agent.act(state, agent.initial_carry(2), first, k4, False)
   want_carry, want = wmod.controller_step(vae, state["vae"], rnn, state["rnn"],
                                           jnp.stack([state["theta"]] * 2), rnn.initial(2), images,
-                                          (2,))
+                                          (2,), jax.random.split(k4)[0])
   np.testing.assert_allclose(action, want, atol=1e-6)
   np.testing.assert_allclose(carry[1], want_carry[1], atol=1e-6)
+  other_carry, _ = wmod.controller_step(vae, state["vae"], rnn, state["rnn"],
+                                        jnp.stack([state["theta"]] * 2), rnn.initial(2), images,
+                                        (2,), jax.random.PRNGKey(7))
+  assert np.abs(other_carry[1] - want_carry[1]).max() > 1e-4   # z is sampled from q(z | frame)
   # env 0 starts a new episode (M reset: the same action again), env 1 goes on from its state
   again, _ = agent.act(state, carry, {"image": images, "is_first": np.array([True, False])},
                        k4, False)
@@ -185,7 +200,8 @@ def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
               "--policy=random_controller")                     # Ha's random rollouts
   assert proc.returncode == 0, proc.stderr[-2000:]
   proc = _run("experiments.world_models", config, f"--dataset={data}", f"--out={out}",
-              "--noprogress", "--config.iterate.rounds=1")
+              "--noprogress", "--config.iterate.rounds=1",
+              "--config.controller.real_generations=1")
   assert proc.returncode == 0, proc.stderr[-2000:]
   for name in ("config.json", "vae.msgpack", "rnn.msgpack", "controller_dream.pkl",
                "controller_real.pkl", "frames.png", "evolution.png", "world_models.json",
@@ -197,6 +213,7 @@ def test_three_phases_end_to_end_resume_and_a_corrupt_file(tmp_path):
                                              "real-trained C", "dream-trained C, round 1"}
   assert summary["dataset"]["policies"] == ["random controllers (params Cauchy x U(0, 0.01))"]
   dream, real = summary["controllers"]["dream"], summary["controllers"]["real"]
+  assert (dream["generations"], real["generations"]) == (2, 1)   # real_generations, if set
   assert dream["real_env_steps"] == summary["dataset"]["steps"]   # the dream uses no env step
   assert real["real_env_steps"] > dream["real_env_steps"]
   round1 = json.load(open(os.path.join(out, "round1/data/manifest.json")))["shards"]

@@ -7,9 +7,10 @@ pure jitted function driven by experiments/world_models.py:
 2. V, a VAE of the frames (`train_vae`), then M, an MDN-RNN over V's latents (`train_rnn`;
    both in wm_jax/models/vae_mdnrnn.py);
 3. C, a linear controller a_t = tanh(W [z_t, h_t] + b) (sec. 2.3, `controller_action`) evolved
-   with CMA-ES (evosax) either in the real env (`real_fitness`: z_t = V's mean of the frame, h_t
-   from M fed the real z and a) or entirely inside the dream (`dream_fitness`: M samples z_{t+1}
-   at temperature tau and predicts the reward and the end; sec. 4, "Learning inside of a dream").
+   with CMA-ES (evosax) either in the real env (`real_fitness`: z_t sampled from V's
+   q(z | frame) as in Ha's code, h_t from M fed that z and a) or entirely inside the dream
+   (`dream_fitness`: M samples z_{t+1} at temperature tau and predicts the reward and the end;
+   sec. 4, "Learning inside of a dream").
 
 Fitness is the mean return over `rollouts` episodes per candidate, as the paper (16 rollouts,
 population 64). The population axis is sharded over the devices in the dream, so its size must
@@ -35,7 +36,7 @@ from wm_jax.agents.base import Agent
 from wm_jax.errors import RunConfigError
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import read_json
-from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, make_mdnrnn, vae_loss
+from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, make_mdnrnn, sample_latent, vae_loss
 from wm_jax.parallel import make_mesh
 
 
@@ -68,13 +69,15 @@ def env_action(output: jax.Array, clip_dims: tuple[int, ...]) -> jax.Array:
 
 
 def controller_step(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: jax.Array,
-                    carry, image: jax.Array, clip_dims: tuple[int, ...],
+                    carry, image: jax.Array, clip_dims: tuple[int, ...], key: jax.Array,
                     noise: jax.Array | float = 0.0):
   """One real step of the agent (sec. 2.3's loop): thetas [N, D] (a controller per env), M's
   state for N envs and frames uint8 [N, 64, 64, 3] -> (M's next state, env actions [N, A]).
-  z_t is V's mean of the frame, a_t = env_action(clip(C(z_t, h_t) + noise, -1, 1)), and M then
-  reads (z_t, a_t), the action actually taken."""
-  z, _ = vae.apply(vae_params, image, method=VAENet.encode)
+  z_t is a sample of V's q(z | frame) (`sample_latent`), as in Ha's code (carracing/model.py,
+  encode_obs) and as in the dream, where C reads M's samples of z, and M learned from samples;
+  a_t = env_action(clip(C(z_t, h_t) + noise, -1, 1)), and M then reads (z_t, a_t), the action
+  actually taken."""
+  z = sample_latent(*vae.apply(vae_params, image, method=VAENet.encode), key)
   output = jax.vmap(lambda t, zi, hi: controller_action(t, zi[None], hi[None])[0])(
       thetas, z, rnn.hidden(carry))
   action = env_action(jnp.clip(output + noise, -1.0, 1.0), clip_dims)
@@ -93,9 +96,10 @@ def controller_agent(vae: VAENet, rnn: MDNRNN, state: dict, action_size: int,
     carry = jax.tree.map(lambda c, c0: jnp.where(obs["is_first"][:, None], c0, c), carry,
                          rnn.initial(n))
     thetas = jnp.broadcast_to(state["theta"], (n,) + state["theta"].shape)
-    noise = explore_std * jax.random.normal(key, (n, action_size)) if explore else 0.0
+    k_z, k_noise = jax.random.split(key)
+    noise = explore_std * jax.random.normal(k_noise, (n, action_size)) if explore else 0.0
     carry, action = controller_step(vae, state["vae"], rnn, state["rnn"], thetas, carry,
-                                    obs["image"], clip_dims, noise)
+                                    obs["image"], clip_dims, k_z, noise)
     return action, carry
   return Agent(init=lambda key: state, initial_carry=rnn.initial, act=act)
 
@@ -250,7 +254,7 @@ def rnn_batch(steps: dict, mu, log_sigma, windows: np.ndarray, length: int, rng,
               key) -> tuple:
   """(z [B, L, Z], action [B, L, A], reward [B, L], end [B, L]) of `batch` windows (starts from `windows`, inside one episode each) in M's alignment: z sampled from q(z|frame) (the paper samples z anew each batch), the action taken at z_t, the reward and end received after it. The suite stores the action and reward that led *to* a step, so they shift by one; after an episode's last frame they are zero."""
   rows = rng.choice(windows, batch)[:, None] + np.arange(length)
-  z = mu[rows] + np.exp(log_sigma[rows]) * np.asarray(jax.random.normal(key, mu[rows].shape))
+  z = np.asarray(sample_latent(mu[rows], log_sigma[rows], key))
   nxt = np.minimum(rows + 1, len(mu) - 1)
   has_next = ~steps["is_first"][nxt] & (rows + 1 < len(mu))
   action = np.where(has_next[..., None], steps["action"][nxt], 0.0).astype(np.float32)
@@ -291,20 +295,25 @@ def dream_returns(rnn: MDNRNN, rnn_params, theta: jax.Array, start_z: jax.Array,
   return jax.lax.scan(step, loop, jax.random.split(key, horizon))[0][3]
 
 
-def dream_start_latents(mu: np.ndarray, episode_starts: np.ndarray, where: str) -> np.ndarray:
-  """The latents [S, Z] dreams start from: V's means of every episode's first frame ('first', the reference code's initial z) or of every frame ('any')."""
-  return mu[episode_starts[:-1]] if where == "first" else mu
+def dream_start_latents(mu: np.ndarray, log_sigma: np.ndarray, episode_starts: np.ndarray,
+                        where: str) -> tuple[np.ndarray, np.ndarray]:
+  """V's q(z | frame), (mu, log sigma) [S, Z] each, of the frames dreams start from: every
+  episode's first frame ('first', the reference code's initial_z) or every frame ('any')."""
+  rows = episode_starts[:-1] if where == "first" else np.arange(len(mu))
+  return mu[rows], log_sigma[rows]
 
 
-def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Callable:
-  """(population [P, D], key) -> (mean dreamed return [P] over cfg.rollouts episodes each, 0 real env steps), from start latents drawn from `starts` [S, Z] (V's means of real first frames); one jitted call, the population sharded over the devices."""
+def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: tuple[np.ndarray, np.ndarray],
+                       cfg) -> Callable:
+  """(population [P, D], key) -> (mean dreamed return [P] over cfg.rollouts episodes each, 0 real env steps); each dream starts from z sampled from one of `starts` ((mu, log sigma) [S, Z] of V's q(z | frame) for real frames, as the reference code samples its initial z); one jitted call, the population sharded over the devices."""
   mesh = make_mesh()
   pop_sharding = NamedSharding(mesh, P("data"))
-  starts = jnp.asarray(starts)
+  start_mu, start_log_sigma = map(jnp.asarray, starts)
 
   def one(theta, key):
-    k1, k2 = jax.random.split(key)
-    z0 = starts[jax.random.randint(k1, (cfg.rollouts,), 0, starts.shape[0])]
+    k1, k2, k3 = jax.random.split(key, 3)
+    rows = jax.random.randint(k1, (cfg.rollouts,), 0, start_mu.shape[0])
+    z0 = sample_latent(start_mu[rows], start_log_sigma[rows], k3)
     return jnp.mean(dream_returns(rnn, rnn_params, theta, z0, k2, cfg.dream_horizon,
                                   cfg.temperature, tuple(cfg.clip_dims)))
 
@@ -316,10 +325,11 @@ def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: np.ndarray, cfg) -> Call
 
 
 def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.ndarray, env,
-                 max_steps: int, clip_dims: tuple[int, ...]) -> tuple[np.ndarray, int]:
-  """(returns [N] of the first episode of each of env's N envs, env steps taken in those episodes), env i driven by controller thetas[i] ([N, D]) for at most max_steps steps; z_t is V's mean of the frame, h_t M's state fed the real z and a."""
-  act = jax.jit(lambda carry, image, thetas: controller_step(vae, vae_params, rnn, rnn_params,
-                                                            thetas, carry, image, clip_dims))
+                 max_steps: int, clip_dims: tuple[int, ...],
+                 key: jax.Array) -> tuple[np.ndarray, int]:
+  """(returns [N] of the first episode of each of env's N envs, env steps taken in those episodes), env i driven by controller thetas[i] ([N, D]) for at most max_steps steps; z_t is sampled from V's q(z | frame), h_t is M's state fed that z and a."""
+  act = jax.jit(lambda carry, image, thetas, key: controller_step(
+      vae, vae_params, rnn, rnn_params, thetas, carry, image, clip_dims, key))
 
   thetas = jnp.asarray(thetas)
   num = thetas.shape[0]
@@ -328,8 +338,8 @@ def real_returns(vae: VAENet, vae_params, rnn: MDNRNN, rnn_params, thetas: np.nd
   step = env.reset()
   carry = rnn.initial(num)
   total, done, steps = np.zeros(num), np.zeros(num, bool), 0
-  for _ in range(max_steps):
-    carry, action = act(carry, step["image"], thetas)
+  for t in range(max_steps):
+    carry, action = act(carry, step["image"], thetas, jax.random.fold_in(key, t))
     step = env.step(np.asarray(action))
     steps += int(np.sum(~done))
     total += np.where(done, 0.0, step["reward"])
@@ -346,7 +356,7 @@ def make_real_fitness(vae, vae_params, rnn, rnn_params, env, cfg) -> Callable:
   def fitness(population, key):
     thetas = np.repeat(np.asarray(population), rollouts, axis=0)
     returns, steps = real_returns(vae, vae_params, rnn, rnn_params, thetas, env, cfg.max_steps,
-                                  tuple(cfg.clip_dims))
+                                  tuple(cfg.clip_dims), key)
     return jnp.asarray(returns.reshape(-1, rollouts).mean(1)), steps
   return fitness
 
@@ -356,8 +366,8 @@ def make_real_fitness(vae, vae_params, rnn, rnn_params, env, cfg) -> Callable:
 
 def evolve(fitness: Callable, dim: int, cfg, key: jax.Array, path: str,
            progress: Callable[[Iterator], Iterator] = iter,
-           start: np.ndarray | None = None) -> dict:
-  """CMA-ES (evosax) maximising fitness(population [P, D], key) -> (returns [P], real env steps) for cfg.generations generations from theta = `start` (0 by default); after every generation its state and history are saved to `path` (written to a temporary name, then renamed), and a rerun resumes from there. Returns {'mean': [D] the final distribution mean, 'history': per generation mean / best / worst fitness, real env steps and seconds}."""
+           start: np.ndarray | None = None, generations: int | None = None) -> dict:
+  """CMA-ES (evosax) maximising fitness(population [P, D], key) -> (returns [P], real env steps) for `generations` (default cfg.generations) generations from theta = `start` (0 by default); after every generation its state and history are saved to `path` (written to a temporary name, then renamed), and a rerun resumes from there. Returns {'mean': [D] the final distribution mean, 'history': per generation mean / best / worst fitness, real env steps and seconds}."""
   import time
 
   from evosax.algorithms import CMA_ES
@@ -372,7 +382,7 @@ def evolve(fitness: Callable, dim: int, cfg, key: jax.Array, path: str,
     state, history = es.init(init_key, mean, params), []
   else:
     state, history = saved["state"], saved["history"]
-  for generation in progress(range(len(history), cfg.generations)):
+  for generation in progress(range(len(history), generations or cfg.generations)):
     start = time.perf_counter()
     k_ask, k_fit = jax.random.split(jax.random.fold_in(key, generation))
     population, state = ask(k_ask, state, params)

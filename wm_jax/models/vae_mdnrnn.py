@@ -56,11 +56,16 @@ class VAENet(nn.Module):
     return self.decode(mu)
 
 
+def sample_latent(mu: jax.Array, log_sigma: jax.Array, key: jax.Array) -> jax.Array:
+  """z [..., Z] ~ q(z | frame) = N(mu, sigma^2) (reparameterised): what V gives M in training
+  and C in the real env, as in Ha's code (encode_obs; the MDN-RNN's random_batch)."""
+  return mu + jnp.exp(log_sigma) * jax.random.normal(key, mu.shape)
+
+
 def vae_loss(net: VAENet, params, image: jax.Array, key: jax.Array, kl_tolerance: float):
   """image uint8 [B, 64, 64, 3] -> (loss, metrics): per frame, the summed squared error of the reconstruction from a sampled z plus max(KL(q(z|x) || N(0, I)), kl_tolerance * Z) (reference code)."""
   mu, log_sigma = net.apply(params, image, method=VAENet.encode)
-  z = mu + jnp.exp(log_sigma) * jax.random.normal(key, mu.shape)
-  recon = net.apply(params, z, method=VAENet.decode)
+  recon = net.apply(params, sample_latent(mu, log_sigma, key), method=VAENet.decode)
   error = jnp.sum(jnp.square(recon - preprocess_image(image)), (-3, -2, -1))
   kl = 0.5 * jnp.sum(jnp.square(mu) + jnp.exp(2 * log_sigma) - 1.0 - 2 * log_sigma, -1)
   kl_term = jnp.maximum(kl, kl_tolerance * mu.shape[-1])
