@@ -12,8 +12,8 @@ trained CarRacing's controller in the real env; its dream-trained controller was
 reward head, and its episodes last `dream_horizon` steps or until M predicts the end.
 cpu: the same algorithm at a 2-core CPU budget (smaller counts, shorter sequences, population
 32 x 8 rollouts): V and M take about 25 minutes, C's 60 dream generations about 2 minutes, its
-12 real-env generations of 300-step episodes longer (population x rollouts envs, about 920k
-real steps); debug: tiny, for tests.
+12 real-env generations of 300-step episodes about 14 minutes (population x rollouts envs,
+about 920k real steps); debug: tiny, for tests.
 
 Collect the random rollouts first (the env is this config's `env` section), with Ha's random
 controllers (`--policy=random` gives uniform random actions instead):
