@@ -71,6 +71,20 @@ def test_a_run_saved_before_a_field_existed_reads_and_resumes_with_its_old_behav
   assert read.agent.schedule.actor_critic_every == 1
 
 
+def test_a_diamond_run_saved_before_its_own_actor_critic_net_resumes_with_iriss(tmp_path):
+  """DIAMOND runs saved before agent.actor_critic.net existed trained IRIS's net: they read as
+  net='iris', resume with that override, and are refused with DIAMOND's default."""
+  config = diamond_config.get_config("debug")
+  old = json.loads(config.to_json_best_effort())
+  del old["agent"]["actor_critic"]["net"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert trained.run_config(str(tmp_path)).agent.actor_critic.net == "iris"
+  with pytest.raises(RunConfigError, match="agent.actor_critic.net: saved 'iris', given 'diamond'"):
+    check_workdir(str(tmp_path), config, {})
+  config.agent.actor_critic.net = "iris"
+  assert check_workdir(str(tmp_path), config, {})
+
+
 def test_offline_training_samples_the_world_models_batch():
   """Offline, only the world model trains: it samples agent.world_model_batch_size sequences
   where the config sets one (the debug variants: 4 of 32), else run.batch_size."""

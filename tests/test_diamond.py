@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import diamond as diamond_config
+from wm_jax.agents.cnn_lstm import ImaginedActorCritic
 from wm_jax.agents.diamond import make_diamond
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
@@ -186,6 +187,36 @@ def test_acting_resets_the_lstm_where_an_episode_starts(agent_update):
   assert float(jnp.abs(again[1][1] - fresh[1][1]).max()) > 0
 
 
+def test_actor_critic_is_diamonds_network():
+  """At agent/default.yaml's sizes (channels 32, 32, 64, 64, LSTM 512; 18 actions) the net has
+  the official ActorCritic's parameters, counted by hand from actor_critic.py and blocks.py:
+  conv3x3 896, SmallResBlocks 9,312 + 9,312 + 20,672 (1x1 projection) + 37,056, LSTMCell
+  3,149,824, value 513, policy 9,234 = 3,236,819, less PyTorch's second LSTM bias (4 x 512),
+  which flax's cell does not carry. Fresh, it gives a uniform policy and zero value (zero
+  heads), and its LSTM is init_lstm's: forget bias 1, other biases 0, the recurrent kernels
+  one orthogonal [512, 4 x 512] matrix, the input kernels within the Xavier bound of the fused
+  [1024, 4 x 512] one."""
+  ac = ImaginedActorCritic(diamond_config.get_config("atari100k").agent.actor_critic,
+                           ActionSpec(True, num_actions=18))
+  params = ac.init(jax.random.key(0))
+  assert sum(x.size for x in jax.tree.leaves(params)) == 3_236_819 - 4 * 512
+  _, logits, value = ac.net.apply(params, ac.zero_carry(2),
+                                  jax.random.uniform(jax.random.key(1), (2, 64, 64, 3)))
+  assert not np.any(logits) and not np.any(value)
+  cell = params["params"]["cell"]
+  recurrent = jnp.concatenate([cell["h" + gate]["kernel"] for gate in "ifgo"], axis=1)
+  np.testing.assert_allclose(recurrent @ recurrent.T, np.eye(512), atol=1e-5)
+  np.testing.assert_array_equal(cell["hf"]["bias"], 1.0)
+  for gate in "igo":
+    np.testing.assert_array_equal(cell["h" + gate]["bias"], 0.0)
+  bound = (6.0 / (1024 + 4 * 512)) ** 0.5
+  inputs = jnp.concatenate([cell["i" + gate]["kernel"] for gate in "ifgo"], axis=1)
+  assert float(jnp.abs(inputs).max()) <= bound and float(jnp.abs(inputs).max()) > 0.95 * bound
+  assert [name for name in params["params"] if name.startswith("blocks")] == [
+      "blocks_0", "blocks_1", "blocks_2", "blocks_3"]
+  assert "proj" in params["params"]["blocks_2"] and "proj" not in params["params"]["blocks_3"]
+
+
 @pytest.mark.slow   # two compiles of the full update (~1.5 min); `make test-all` runs it
 def test_runs_through_the_loop_and_resumes(tmp_path):
   config = diamond_config.get_config("debug")
@@ -212,7 +243,8 @@ DATA_PARALLEL = textwrap.dedent("""
     import functools, jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from test_diamond import SPEC, debug_agent_config, replay_batch
-    from wm_jax.agents.diamond import make_diamond
+    from wm_jax.agents.cnn_lstm import ImaginedActorCritic
+from wm_jax.agents.diamond import make_diamond
     assert jax.device_count() == 8
     agent = make_diamond(debug_agent_config(), SPEC)
     update = functools.partial(agent.update, phase=agent.schedule(0))   # all three steps
@@ -255,6 +287,7 @@ def test_eight_device_update_equals_one_device_update():
     ("actor_critic.burn_in", 4, r"burn_in in \[0, num_cond_frames=4\)"),
     ("precision", "float16", "agent.precision='float16' is not one of"),
     ("denoiser.cond_channels", 30, "cond_channels=30 must be even and a multiple of"),
+    ("actor_critic.net", "resnet", "net='resnet' is unknown: use 'iris' or 'diamond'"),
 ])
 def test_impossible_configs_fail_with_one_sentence(path, value, message):
   config = diamond_config.get_config("debug")

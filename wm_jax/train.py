@@ -59,7 +59,8 @@ RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log
 # those runs trained: a saved config without the field reads as having that value (resume,
 # wm_jax.trained.run_config).
 _COMPONENT_AGENT_FIELDS = {"agent.world_model_batch_size": None,
-                           "agent.schedule.actor_critic_every": 1}
+                           "agent.schedule.actor_critic_every": 1,
+                           "agent.actor_critic.net": "iris"}
 ADDED_FIELDS = {"iris": _COMPONENT_AGENT_FIELDS, "diamond": _COMPONENT_AGENT_FIELDS}
 
 

@@ -16,9 +16,7 @@ Named deviations:
     steps after the first 5000 random steps) become 4 updates per env step
     (`run.train_ratio = 4 * B * T`) with the actor-critic starting after 10000 updates; the 50
     final epochs without collection are not run.
-  * The actor-critic trunk is IRIS's 4 x (conv, max-pool) CNN (wm_jax/agents/cnn_lstm.py,
-    shared with IRIS), not DIAMOND's conv + SmallResBlock (GroupNorm, SiLU) trunk, and its
-    heads are not zero-initialised. Imagined episodes restart from replay at every update
+  * Imagined episodes restart from replay at every update
     (DIAMOND's world-model env runs on, restarting an episode after `horizon` steps or an
     imagined end; with horizon = backup_every = 15 the two mostly coincide).
   * The debug variant's actor-critic imagines from 32 sequences on every 8th update while the
@@ -93,6 +91,7 @@ def agent_config() -> ml_collections.ConfigDict:
       depths=(2, 2, 2, 2),
       opt=_opt(wd=1e-2, clip=100.0)))  # trainer.yaml rew_end_model.optimizer, max_grad_norm
   a.actor_critic = ml_collections.ConfigDict(dict(
+      net="diamond",                # conv + SmallResBlock trunk, zero heads (actor_critic.py)
       channels=(32, 32, 64, 64),    # agent/default.yaml actor_critic.channels
       lstm=512,                     # actor_critic.lstm_dim
       horizon=15,                   # trainer.yaml world_model_env.horizon (backup_every 15)

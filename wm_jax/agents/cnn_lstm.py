@@ -2,8 +2,10 @@
 
 IRIS (Micheli et al. 2023, arXiv:2209.00588, sec. 2.3; IRIS code src/models/actor_critic.py)
 and DIAMOND (Alonso et al. 2024, arXiv:2405.12399, sec. 3; DWM paper sec. 4.3, which follows
-IRIS): one network with shared 4 x (conv, max-pool) + LSTM trunk and linear policy and value
-heads, read frame by frame. It imagines through any world model offering the env interface of
+IRIS): one network with a shared CNN + LSTM trunk and linear policy and value heads, read frame
+by frame. `net` picks the paper's network: 'iris' (4 x (3x3 conv, 2x2 max-pool, ReLU), default
+init) or 'diamond' (DIAMOND's actor_critic.py: a 3x3 conv, then 4 x (SmallResBlock, 2x2
+max-pool); zero-initialised heads and DIAMOND's utils.init_lstm). It imagines through any world model offering the env interface of
 DESIGN.md, `step(sim, action, key) -> (sim, obs, reward, cont)` with `sim['frame']` the
 current frame float32 [B, 64, 64, 3] in [0, 1], and learns by REINFORCE with a value baseline
 on lambda-returns, an entropy bonus and a squared-error value loss.
@@ -26,6 +28,8 @@ import ml_collections
 from wm_jax.core import losses
 from wm_jax.core.nets import PARAM_DTYPE
 from wm_jax.envs.base import ActionSpec
+from wm_jax.errors import RunConfigError
+from wm_jax.models.diffusion import SmallResBlock
 
 sg = jax.lax.stop_gradient
 Carry = tuple  # LSTM (c, h), float32 [N, lstm] each
@@ -33,8 +37,11 @@ Carry = tuple  # LSTM (c, h), float32 [N, lstm] each
 EnvStep = Callable[[Any, jax.Array, jax.Array], tuple]
 
 
+NETS = ("iris", "diamond")
+
+
 class ActorCriticNet(nn.Module):
-  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): 4 x (3x3 conv, 2x2 max-pool, ReLU), LSTM, linear heads (IRIS sec. 2.3, actor_critic.py).
+  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): a CNN trunk (`net`: IRIS's 4 x (3x3 conv, 2x2 max-pool, ReLU), or DIAMOND's 3x3 conv + 4 x (SmallResBlock, 2x2 max-pool)), an LSTM and linear heads, zero-initialised for 'diamond' (actor_critic.py of each).
 
   `encode` (the CNN, any number of frames at once) and `recur` (LSTM and heads) split the step
   so that a sequence is encoded in one batched pass before the LSTM scans it: convolution
@@ -43,21 +50,34 @@ class ActorCriticNet(nn.Module):
   channels: Sequence[int]
   lstm: int
   act: ActionSpec
+  net: str = "iris"
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.convs = [nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=PARAM_DTYPE)
-                  for ch in self.channels]
+    conv = lambda ch: nn.Conv(ch, (3, 3), padding="SAME", dtype=self.dtype,
+                              param_dtype=PARAM_DTYPE)
+    if self.net == "diamond":
+      self.stem = conv(self.channels[0])
+      self.blocks = [SmallResBlock(ch, self.dtype) for ch in self.channels]
+    else:
+      self.convs = [conv(ch) for ch in self.channels]
     self.cell = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE)
     size = self.act.num_actions if self.act.discrete else 2 * self.act.dim
-    self.actor = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE)
-    self.critic = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE)
+    head_init = nn.initializers.zeros if self.net == "diamond" else nn.linear.default_kernel_init
+    self.actor = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE, kernel_init=head_init)
+    self.critic = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE, kernel_init=head_init)
 
   def encode(self, frame: jax.Array) -> jax.Array:
     """frames [N, 64, 64, 3] in [0, 1] -> features [N, D]."""
     x = (frame * 2.0 - 1.0).astype(self.dtype)
-    for conv in self.convs:
-      x = nn.relu(nn.max_pool(conv(x), (2, 2), strides=(2, 2)))
+    pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    if self.net == "diamond":
+      x = self.stem(x)
+      for block in self.blocks:
+        x = pool(block(x))
+    else:
+      for conv in self.convs:
+        x = nn.relu(pool(conv(x)))
     return x.reshape(x.shape[0], -1)
 
   def recur(self, carry: Carry, features: jax.Array):
@@ -68,6 +88,32 @@ class ActorCriticNet(nn.Module):
 
   def __call__(self, carry: Carry, frame: jax.Array):
     return self.recur(carry, self.encode(frame))
+
+
+def check_actor_critic_config(cfg: ml_collections.ConfigDict) -> None:
+  """One sentence on an impossible `actor_critic` section (IRIS and DIAMOND start-up checks)."""
+  if cfg.net not in NETS:
+    raise RunConfigError(f"agent.actor_critic.net={cfg.net!r} is unknown: use 'iris' or "
+                         f"'diamond'.")
+  if not (0.0 <= cfg.collect_epsilon <= 1.0 and cfg.collect_temperature > 0
+          and cfg.eval_temperature > 0):
+    raise RunConfigError("agent.actor_critic.collect_epsilon must lie in [0, 1] and the "
+                         "temperatures must be positive.")
+
+
+def diamond_lstm_init(cell_params: dict, key: jax.Array) -> dict:
+  """Params of an `nn.OptimizedLSTMCell` (per-gate kernels 'i*' [D, U], 'h*' [U, U], biases 'h*' [U]) re-drawn as DIAMOND's utils.init_lstm draws PyTorch's fused LSTMCell: input kernels Xavier-uniform over the fused [D, 4U] matrix, recurrent kernels one orthogonal [U, 4U] matrix, biases 0 except the forget gate's 1."""
+  d, u = cell_params["ii"]["kernel"].shape
+  k_in, k_rec = jax.random.split(key)
+  bound = (6.0 / (d + 4 * u)) ** 0.5
+  kernels_in = jax.random.uniform(k_in, (d, 4 * u), jnp.float32, -bound, bound)
+  kernels_rec = nn.initializers.orthogonal()(k_rec, (u, 4 * u), jnp.float32)
+  out = {}
+  for i, gate in enumerate("ifgo"):   # PyTorch's gate order
+    out["i" + gate] = {"kernel": kernels_in[:, i * u:(i + 1) * u]}
+    out["h" + gate] = {"kernel": kernels_rec[:, i * u:(i + 1) * u],
+                       "bias": jnp.full((u,), 1.0 if gate == "f" else 0.0, jnp.float32)}
+  return out
 
 
 def policy_dist(out: jax.Array, act: ActionSpec, temperature: float = 1.0):
@@ -85,15 +131,20 @@ def reset_carry(carry: Carry, is_first: jax.Array) -> Carry:
 
 
 class ImaginedActorCritic:
-  """Pure functions of the CNN-LSTM actor-critic for the `actor_critic` config section `cfg` (channels, lstm, horizon, gamma, lambda_, entropy, collect_epsilon, collect/eval_temperature)."""
+  """Pure functions of the CNN-LSTM actor-critic for the `actor_critic` config section `cfg` (net, channels, lstm, horizon, gamma, lambda_, entropy, collect_epsilon, collect/eval_temperature)."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, act: ActionSpec, dtype=jnp.float32):
     self.cfg = cfg
     self.act_spec = act
-    self.net = ActorCriticNet(tuple(cfg.channels), cfg.lstm, act, dtype)
+    self.net = ActorCriticNet(tuple(cfg.channels), cfg.lstm, act, cfg.net, dtype)
 
   def init(self, key: jax.Array, frame_shape: tuple = (64, 64, 3)):
-    return self.net.init(key, self.zero_carry(1), jnp.zeros((1,) + frame_shape, jnp.float32))
+    k_net, k_lstm = jax.random.split(key)
+    params = self.net.init(k_net, self.zero_carry(1), jnp.zeros((1,) + frame_shape, jnp.float32))
+    if self.cfg.net == "diamond":
+      params = {**params, "params": {**params["params"], "cell": diamond_lstm_init(
+          params["params"]["cell"], k_lstm)}}
+    return params
 
   def zero_carry(self, n: int) -> Carry:
     zeros = jnp.zeros((n, self.cfg.lstm), jnp.float32)

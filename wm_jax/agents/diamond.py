@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
-from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
+from wm_jax.agents.cnn_lstm import ImaginedActorCritic, check_actor_critic_config, reset_carry
 from wm_jax.agents.components import (ComponentLearner, check_schedule, check_world_model_batch,
                                       component_world_model, schedule_phase, staged)
 from wm_jax.envs.base import EnvSpec
@@ -60,6 +60,7 @@ def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
         f"agent.actor_critic.horizon must be at least 1 and burn_in in [0, "
         f"num_cond_frames={d.num_cond_frames}) (the LSTM reads the world model's context "
         f"frames but the last).")
+  check_actor_critic_config(ac)
   check_schedule(agent.schedule)
   check_world_model_batch(agent, run)
   if run is not None and run.batch_length < d.num_cond_frames + 1:

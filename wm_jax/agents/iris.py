@@ -28,7 +28,7 @@ import ml_collections
 import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
-from wm_jax.agents.cnn_lstm import ImaginedActorCritic, reset_carry
+from wm_jax.agents.cnn_lstm import ImaginedActorCritic, check_actor_critic_config, reset_carry
 from wm_jax.agents.components import (ComponentLearner, check_schedule, check_world_model_batch,
                                       component_world_model, schedule_phase, staged)
 from wm_jax.envs.base import EnvSpec
@@ -70,10 +70,7 @@ def _check_model(agent: ml_collections.ConfigDict) -> None:
     raise RunConfigError("agent.actor_critic.horizon and agent.tokenizer.frames_per_sequence "
                          "must be at least 1 and agent.actor_critic.burn_in at least 0.")
   check_schedule(sched)
-  if not (0.0 <= ac.collect_epsilon <= 1.0 and ac.collect_temperature > 0
-          and ac.eval_temperature > 0):
-    raise RunConfigError("agent.actor_critic.collect_epsilon must lie in [0, 1] and the "
-                         "temperatures must be positive.")
+  check_actor_critic_config(ac)
 
 
 def check_sequence_length(agent: ml_collections.ConfigDict, length: int) -> None:

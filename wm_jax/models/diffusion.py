@@ -1,7 +1,8 @@
 """Diffusion denoiser networks F of DIAMOND and DWM: a frame-stack U-Net and a cross-attention U-Net.
 
 (Also DIAMOND's reward/termination CNN-LSTM, `RewardEndNet`, which shares their blocks: the
-conditioned down path `DownPath` of ResBlocks with AdaGN.)
+conditioned down path `DownPath` of ResBlocks with AdaGN; and `SmallResBlock`, the block of
+DIAMOND's actor-critic trunk in wm_jax/agents/cnn_lstm.py.)
 
 Both predict the EDM network output F(c_in x, c_noise, history) of DWM eq. 2 (wm_jax/core/edm.py
 wraps it into the denoiser D) and share one signature:
@@ -209,6 +210,18 @@ class ResBlock(nn.Module):
     if self.cross_attn:
       x = CrossAttention2d(self.dtype, name="cross_attn")(x, ctx)
     return x
+
+
+class SmallResBlock(nn.Module):
+  """x [B, h, w, Cin] -> [B, h, w, out]: proj(x) + conv3x3(SiLU(GN(x))), proj = 1x1 conv when Cin != out (DIAMOND blocks.SmallResBlock, the blocks of its actor-critic's trunk)."""
+  out: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    r = x if x.shape[-1] == self.out else _conv(self.out, 1, self.dtype, "proj")(x)
+    h = nn.silu(_group_norm(x.shape[-1], True, self.dtype, "norm")(x))
+    return r + _conv(self.out, 3, self.dtype, "conv")(h)
 
 
 def _downsample(channels: int, dtype: Any, name: str) -> DownConv:
