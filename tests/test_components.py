@@ -54,13 +54,15 @@ def test_a_world_model_batch_larger_than_the_replay_batch_is_refused(module, che
 
 
 def test_a_run_saved_before_a_field_existed_reads_and_resumes_with_its_old_behaviour(tmp_path):
-  """A config.json without agent.world_model_batch_size and schedule.actor_critic_every reads
-  as the values those runs trained with (None, 1); another value is refused on resume."""
+  """A config.json without agent.world_model_batch_size, schedule.actor_critic_every and
+  tokenizer.microbatches reads as the values those runs trained with (None, 1, 1); another
+  value is refused on resume, except for the microbatches (memory only)."""
   config = iris_config.get_config("debug")
   config.agent.world_model_batch_size = None
   config.agent.schedule.actor_critic_every = 1
   old = json.loads(config.to_json_best_effort())
   del old["agent"]["world_model_batch_size"], old["agent"]["schedule"]["actor_critic_every"]
+  del old["agent"]["tokenizer"]["microbatches"]
   (tmp_path / "config.json").write_text(json.dumps(old))
   assert check_workdir(str(tmp_path), config, {})
   config.agent.schedule.actor_critic_every = 8
@@ -69,6 +71,10 @@ def test_a_run_saved_before_a_field_existed_reads_and_resumes_with_its_old_behav
   read = trained.run_config(str(tmp_path))
   assert read.agent.world_model_batch_size is None
   assert read.agent.schedule.actor_critic_every == 1
+  assert read.agent.tokenizer.microbatches == 1
+  config.agent.schedule.actor_critic_every = 1
+  config.agent.tokenizer.microbatches = 2   # memory only: a resume may change it
+  assert check_workdir(str(tmp_path), config, {})
 
 
 def test_a_diamond_run_saved_before_its_own_actor_critic_net_resumes_with_iriss(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from experiments.configs import iris as iris_config
 from wm_jax import agents, parallel
+from wm_jax.agents.components import sliced_value_and_grad
 from wm_jax.agents.iris import IrisLearner, make_iris
 from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
@@ -105,6 +106,24 @@ def test_vq_straight_through_gradients_and_token_range(setup):
   brute = np.argmin(((np.asarray(z)[:, None] - np.asarray(book)[None]) ** 2).sum(-1), -1)
   np.testing.assert_array_equal(np.asarray(idx), brute)
   np.testing.assert_array_equal(np.asarray(z_q), np.asarray(book)[brute])
+
+
+def test_the_tokenizer_step_in_microbatches_equals_one_pass(setup):
+  """agent.tokenizer.microbatches accumulates the gradient over equal slices of the step's
+  frames, one slice at a time: the loss and gradient of one pass over all of them (float32,
+  up to summation order)."""
+  learner, _, state, _, _ = setup
+  model, tok = learner.model, state["params"]["tokenizer"]
+  frames = replay_batch(B=8)["image"][:, 0]
+  step = jax.jit(lambda params, slices: sliced_value_and_grad(model.tokenizer_loss, params,
+                                                              frames, slices),
+                 static_argnums=1)
+  (loss, _), grads = step(tok, 1)
+  (sliced_loss, _), sliced_grads = step(tok, 4)
+  np.testing.assert_allclose(sliced_loss, loss, rtol=1e-5)
+  for whole, sliced in zip(jax.tree.leaves(grads), jax.tree.leaves(sliced_grads)):
+    np.testing.assert_allclose(sliced, whole, rtol=1e-3, atol=1e-5 * float(jnp.abs(whole).max()))
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0
 
 
 def test_tokens_per_frame_64_gives_an_8x8_grid():
@@ -363,6 +382,7 @@ def test_impossible_configs_fail_with_one_sentence():
       ("world_model.heads", 3, "width=64 does not split over heads=3"),
       ("precision", "float16", "agent.precision='float16' is not one of"),
       ("tokenizer.reconstruction", "l2", "reconstruction='l2' is not one of l1, mse"),
+      ("tokenizer.microbatches", 3, "microbatches=3 must divide the tokenizer's 8 frames"),
   ]
   for path, value, message in cases:
     config = iris_config.get_config("debug")

@@ -52,7 +52,8 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 # Fields a resumed run may change (extending or re-scheduling a run); any other difference
 # between the saved and the given config refuses the resume.
 RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
-                    "run.checkpoint_every", "run.metrics_every", "run.collect_on_device")
+                    "run.checkpoint_every", "run.metrics_every", "run.collect_on_device",
+                    "agent.tokenizer.microbatches")
 
 
 # Fields added to a method's config after runs of it were saved, with the value that names how
@@ -61,7 +62,8 @@ RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log
 _COMPONENT_AGENT_FIELDS = {"agent.world_model_batch_size": None,
                            "agent.schedule.actor_critic_every": 1,
                            "agent.actor_critic.net": "iris"}
-ADDED_FIELDS = {"iris": _COMPONENT_AGENT_FIELDS, "diamond": _COMPONENT_AGENT_FIELDS}
+ADDED_FIELDS = {"iris": {**_COMPONENT_AGENT_FIELDS, "agent.tokenizer.microbatches": 1},
+                "diamond": _COMPONENT_AGENT_FIELDS}
 
 
 def with_added_fields(saved: dict) -> dict:

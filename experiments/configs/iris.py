@@ -77,6 +77,10 @@ def agent_config() -> ml_collections.ConfigDict:
       # Frames per replay sequence for the tokenizer step: 4 x B=64 = 256 frames, IRIS's
       # tokenizer batch_num_samples (trainer.yaml).
       frames_per_sequence=4,
+      # Slices of those frames whose gradients are accumulated one after the other (ours, for
+      # memory only: the same step up to float summation order). 1 = IRIS's single pass; the
+      # 256-frame step needs 24.8 GB of XLA:CPU temporaries in one pass (jaxlib 0.10.2, fp32).
+      microbatches=1,
       opt=_opt()))               # Adam (trainer.py optimizer_tokenizer)
   a.world_model = ml_collections.ConfigDict(dict(
       width=256,                 # embed_dim (sec. 2.2; world_model/default.yaml)

@@ -24,10 +24,30 @@ from wm_jax.errors import RunConfigError
 def train_component(opts: dict, name: str, loss_fn: Callable, params: dict, opt: dict):
   """One step of optimiser opts[name] on loss_fn(params[name]) -> (loss, metrics) -> (params, opt, metrics + '{name}_grad_norm'); the other components are unchanged."""
   (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[name])
+  return apply_gradient(opts, name, grads, metrics, params, opt)
+
+
+def apply_gradient(opts: dict, name: str, grads, metrics: dict, params: dict, opt: dict):
+  """The step of optimiser opts[name] on the gradient `grads` of params[name] -> (params, opt, metrics + '{name}_grad_norm')."""
   updates, new_opt = opts[name].update(grads, opt[name], params[name])
-  metrics[f"{name}_grad_norm"] = optax.tree.norm(grads)
+  metrics = {**metrics, f"{name}_grad_norm": optax.tree.norm(grads)}
   return ({**params, name: optax.apply_updates(params[name], updates)},
           {**opt, name: new_opt}, metrics)
+
+
+def sliced_value_and_grad(loss_fn: Callable, params, data: jax.Array, slices: int):
+  """((loss, metrics), grads) of loss_fn(params, data [N, ...]) -> (loss [], metrics), as the means over `slices` equal slices of data along N, one slice per step of a `lax.scan`, so that one slice's activations are alive at a time. For a loss that is a mean over N this is the whole batch's loss and gradient up to float summation order; a metric that is not such a mean (a count) becomes its mean over the slices. (XLA:CPU keeps all activations of a straight-line backward pass even under jax.checkpoint, jax issue #19822; a loop does not.)"""
+  value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+  if slices == 1:
+    return value_and_grad(params, data)
+  sliced = data.reshape((slices, data.shape[0] // slices) + data.shape[1:])
+
+  def add_slice(total, chunk):
+    return jax.tree.map(jnp.add, total, value_and_grad(params, chunk)), None
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                       jax.eval_shape(value_and_grad, params, sliced[0]))
+  total, _ = jax.lax.scan(add_slice, zeros, sliced)
+  return jax.tree.map(lambda x: x / slices, total)
 
 
 def schedule_phase(schedule, components: tuple[str, ...]) -> Callable[[int], tuple]:

@@ -29,8 +29,9 @@ import optax
 
 from wm_jax.agents.base import Agent, WorldModel, jit_init
 from wm_jax.agents.cnn_lstm import ImaginedActorCritic, check_actor_critic_config, reset_carry
-from wm_jax.agents.components import (ComponentLearner, check_schedule, check_world_model_batch,
-                                      component_world_model, schedule_phase, staged)
+from wm_jax.agents.components import (ComponentLearner, apply_gradient, check_schedule,
+                                      check_world_model_batch, component_world_model,
+                                      schedule_phase, sliced_value_and_grad, staged)
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.iris import (DTYPES, RECONSTRUCTION_LOSSES, IrisModel, channel_mults,
@@ -90,6 +91,13 @@ def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
   check_world_model_batch(agent, run)
   if run is not None:
     check_sequence_length(agent, run.batch_length)
+    tok = agent.tokenizer
+    frames = (agent.world_model_batch_size or run.batch_size) * tok.frames_per_sequence
+    if tok.microbatches < 1 or frames % tok.microbatches:
+      raise RunConfigError(
+          f"agent.tokenizer.microbatches={tok.microbatches} must divide the tokenizer's "
+          f"{frames} frames per step (sequences x frames_per_sequence): use a divisor of "
+          f"{frames}.")
 
 
 # --------------------------------------------------------------------------- the agent
@@ -145,13 +153,15 @@ class IrisLearner(ComponentLearner):
 
   # ------------------------------------------------------------------ stages
   def train_tokenizer(self, params, opt, batch, key):
-    """Tokenizer step on frames_per_sequence random frames of each sequence [B, T]."""
+    """Tokenizer step on frames_per_sequence random frames of each sequence [B, T], its gradient accumulated over `tokenizer.microbatches` slices of them."""
     image = batch["image"]
     B, T = image.shape[:2]
     idx = jax.random.randint(key, (B, self.cfg.tokenizer.frames_per_sequence), 0, T)
     frames = jnp.take_along_axis(image, idx[:, :, None, None, None], 1)
     frames = frames.reshape((-1,) + image.shape[2:])
-    return self._train("tokenizer", lambda p: self.model.tokenizer_loss(p, frames), params, opt)
+    (_, metrics), grads = sliced_value_and_grad(self.model.tokenizer_loss, params["tokenizer"],
+                                                frames, self.cfg.tokenizer.microbatches)
+    return apply_gradient(self.opts, "tokenizer", grads, metrics, params, opt)
 
   def train_transformer(self, params, opt, batch):
     """GPT step on the tokens of batch [B, T] (the tokenizer is read without gradient)."""
