@@ -284,7 +284,10 @@ def measure_iris(size: str, spec: EnvSpec, updates: int) -> dict:
                          ("actor_critic", learner.train_actor_critic, (params, opt, batch, key))):
     stages[name] = round(timed(fn, args, updates)[1], 3)
 
-  model, K, H = learner.model, learner.model.K, cfg.actor_critic.horizon
+  # Frames imagined per figure: the horizon, within the Transformer's context after the start
+  # frame, so that neither path refills its context midway (the cached step would).
+  model, K = learner.model, learner.model.K
+  H = min(cfg.actor_critic.horizon, cfg.world_model.context - 1)
   N = FLAGS.iris_imagine_batch or run.batch_size
   tokens = jnp.zeros((N, 1, K), jnp.int32)
   actions = jnp.zeros((N, 1), jnp.int32)
