@@ -93,7 +93,7 @@ def test_a_diamond_run_saved_before_its_own_actor_critic_net_resumes_with_iriss(
 
 def test_offline_training_samples_the_world_models_batch():
   """Offline, only the world model trains: it samples agent.world_model_batch_size sequences
-  where the config sets one (the debug variants: 4 of 32), else run.batch_size."""
-  assert offline.world_model_batch_size(diamond_config.get_config("debug")) == 4
+  where the config sets one (the debug variants: 4 or 16 of 32), else run.batch_size."""
+  assert offline.world_model_batch_size(diamond_config.get_config("debug")) == 16
   config = dreamerv3_config.get_config("debug")
   assert offline.world_model_batch_size(config) == config.run.batch_size

@@ -20,7 +20,7 @@ Named deviations:
     (DIAMOND's world-model env runs on, restarting an episode after `horizon` steps or an
     imagined end; with horizon = backup_every = 15 the two mostly coincide).
   * The debug variant's actor-critic imagines from 32 sequences on every 8th update while the
-    world model trains on 4 per update (common.use_sprite_debug_run).
+    world model trains on 16 per update (common.use_sprite_debug_run, shrink_for_debug).
   * Fan-average weight init; see wm_jax/models/diffusion.py for the network's deviations.
     (Weight decay applies to Dense/Conv/LSTM kernels only, as DIAMOND's configure_opt.)
   * The sampler starts from N(0, 1) noise as DIAMOND's code (`denoiser.sampler.init_sigma = 1`);
@@ -147,3 +147,11 @@ def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
   for component in (a.denoiser, a.reward_end, a.actor_critic):
     component.opt.update(lr=1e-3, warmup=0)
   a.schedule.update(dict(denoiser_start=0, reward_end_start=0, actor_critic_start=40))
+  # 16 sequences for the denoiser and the reward/end model, not use_sprite_debug_run's 4: on 4
+  # random-policy sprite windows [4, 6] per step this reward/end model stays at the base rate
+  # (reward-sign loss 0.114 = the entropy of 2.4% rewards, recall of +1 zero after 1,500
+  # steps; 8: the same after 600), so imagined rewards ignore the actions and the actor-critic
+  # gets no signal (sprite run, 20k steps: 0.026 reward per imagined step for the goal walker
+  # and for random actions alike). On 16 it reaches recall 0.97 and precision 1.0 on held-out
+  # windows in 240 steps, on 32 recall 1.0 in 300 (measured on 24k random steps, issue 9).
+  a.world_model_batch_size = 16
