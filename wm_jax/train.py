@@ -49,8 +49,8 @@ from wm_jax.replay import check_fits, make_replay, replay_nbytes, to_stored
 # ---------------------------------------------------------------------------------------------
 # Run directory and config checks.
 
-# Fields a resumed run may change (extending or re-scheduling a run); any other difference
-# between the saved and the given config refuses the resume.
+# Fields a resumed run may change (extending or re-scheduling a run, or memory only); any other
+# difference between the saved and the given config refuses the resume.
 RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log_every",
                     "run.checkpoint_every", "run.metrics_every", "run.collect_on_device",
                     "agent.tokenizer.microbatches")
