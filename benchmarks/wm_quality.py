@@ -1,32 +1,32 @@
 """One table that compares world models of every family on the same offline data:
 
   python -m benchmarks.wm_quality --datasets=data/breakout_random,data/vizdoom_hg_random \\
-      --methods=dreamerv3,storm,iris,diamond --minutes=6 --out=runs/wm_quality
+      --methods=dreamerv3,storm,iris,diamond,world_models --minutes=6 --out=runs/wm_quality
 
 For each dataset (written by experiments.collect) and each row (a method, its config variant,
-`--set` overrides and `--ablate` values), the method's world model (WORLD_MODEL_BUILDERS:
-the RSSM of Dreamer V1-V3 / PlaNet, STORM, IRIS, DIAMOND) trains offline on the dataset's
-training episodes for the same budget, `--minutes` of wall clock or `--updates`, whichever
-ends first (both recorded), through wm_jax.offline.train: it checkpoints and resumes, so a
-killed benchmark reruns to where it stopped and a finished row is loaded, not retrained. Then
-every model is evaluated on the *same* held-out windows: `--context` real frames (default:
+`--set` overrides and `--ablate` values), the method's world model (WORLD_MODEL_BUILDERS: the
+RSSM of Dreamer V1-V3 / PlaNet, STORM, IRIS, DIAMOND, World Models' V + M) trains offline on
+the dataset's training episodes for the same budget, `--minutes` of wall clock or `--updates`,
+whichever ends first (both recorded), through wm_jax.offline.train: it checkpoints and resumes,
+so a killed benchmark reruns to where it stopped and a finished row is loaded, not retrained.
+Then every model is evaluated on the *same* held-out windows: `--context` real frames (default:
 the longest context of the rows, so that every model sees the frames the others see) and
-`--horizon` frames generated open loop under the real actions (wm_jax.offline.evaluate):
-PSNR and SSIM per step, reward (sign accuracy, recall, squared error) and end accuracy, action
+`--horizon` frames generated open loop under the real actions (wm_jax.offline.evaluate): PSNR
+and SSIM per step, reward (sign accuracy, recall, squared error) and end accuracy, action
 sensitivity (the same rollout under other actions), frames/s at batch 1 and `--eval_batch`,
-parameters, training time, and the memory of one update and one rollout (XLA's compiled
-memory analysis: arguments, outputs and temporaries). The copy-last-frame and mean-frame
-baselines are rows of the table. `--runs=RUN_DIR,...` adds the world models that agents trained
-online (experiments.train run directories, latest checkpoint) as rows of the table of every
-dataset of the env they trained on, evaluated on the same windows.
+parameters, training time, and the memory of one update and one rollout (XLA's compiled memory
+analysis: arguments, outputs and temporaries). The copy-last-frame and mean-frame baselines are
+rows of the table. `--runs=RUN_DIR,...` adds the world models that agents trained online
+(experiments.train run directories, latest checkpoint) as rows of the table of every dataset of
+the env they trained on, evaluated on the same windows.
 
 `--budget=cpu` (default) shrinks every model to a size that trains in minutes on a 2-core CPU
 (wm_jax/quality.py's CPU_BUDGET; the overrides are printed in the report); `--budget=paper`
 keeps each config's defaults (a GPU budget). `--ablate=method:field=v1,v2,...` adds one row
 per value, DWM Table 3 style: fields that only change sampling (SAMPLING_FIELDS: denoising
-steps, Euler vs Heun, CFG weight), given by --ablate or --set, reuse the trained model; any
-other field (frame-stack vs cross-attention, IRIS's tokens per frame, STORM's training context
-`run.batch_length`) trains its own.
+steps, Euler vs Heun, CFG weight, M's temperature), given by --ablate or --set, reuse the
+trained model; any other field (frame-stack vs cross-attention, IRIS's tokens per frame,
+STORM's training context `run.batch_length`) trains its own.
 
 Writes, per dataset, <out>/<dataset>/: table.md, table.csv, table.tex, per_step.csv,
 psnr.png (PSNR and SSIM against the open-loop step, one curve per row) and strip.png (real
@@ -60,8 +60,9 @@ from wm_jax.quality import (FRAMES, Row, apply_override, budget_overrides, check
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", None, "Dataset folders written by experiments.collect; each gets "
                   "its own table.")
-flags.DEFINE_list("methods", ["dreamerv3", "storm", "iris", "diamond"],
-                  "Rows: method[:variant] (variant default: atari100k).")
+flags.DEFINE_list("methods", ["dreamerv3", "storm", "iris", "diamond", "world_models"],
+                  "Rows: method[:variant] (variant default: atari100k; world_models: "
+                  "carracing, the paper's sizes).")
 flags.DEFINE_string("out", None, "Output folder (created; reruns resume and reuse it).")
 flags.DEFINE_enum("budget", "cpu", ["cpu", "paper"], "cpu: the small models of "
                   "wm_jax/quality.py's CPU_BUDGET; paper: each config's defaults.")

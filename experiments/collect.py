@@ -64,7 +64,7 @@ def load_policy(policy: str, spec, seed: int, config: ml_collections.ConfigDict)
                            "needs continuous actions: pass --config=experiments/configs/"
                            "world_models.py:<variant> (CarRacing), or use --policy=random.")
     c = config.controller
-    agent = random_controller_agent(config.vae.z_size, config.rnn.units, spec.act.dim,
+    agent = random_controller_agent(config.agent.vae.z_size, config.agent.rnn.units, spec.act.dim,
                                     c.random_std, tuple(c.clip_dims))
     return agent, {}, f"random controllers (params Cauchy x U(0, {c.random_std:g}))"
   if os.path.isfile(policy):

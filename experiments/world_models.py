@@ -176,16 +176,16 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
     f.write(config.to_json(indent=1))
   os.replace(os.path.join(out, wmod.CONFIG_FILE + ".tmp"), os.path.join(out, wmod.CONFIG_FILE))
   key = jax.random.PRNGKey(config.seed)
-  vae = VAENet(config.vae.z_size, config.vae.depth)
+  vae = VAENet(config.agent.vae.z_size, config.agent.vae.depth)
   vae_template = vae.init(key, dataset.steps["image"][:1])
   vae_params = load_or_train(
       os.path.join(out, "vae.msgpack"), vae_template,
-      lambda: wmod.train_vae(vae, vae_template, dataset.steps["image"], config.vae,
+      lambda: wmod.train_vae(vae, vae_template, dataset.steps["image"], config.agent.vae,
                              jax.random.fold_in(key, 1), _progress("V (VAE)")))
-  rnn = make_mdnrnn(config.rnn)
+  rnn = make_mdnrnn(config.agent.rnn)
   rnn_params = rnn.init(key, action_size)
   c = config.controller
-  dim = wmod.controller_size(config.vae.z_size, config.rnn.units, action_size)
+  dim = wmod.controller_size(config.agent.vae.z_size, config.agent.rnn.units, action_size)
   env_kwargs = dict(config.env.protocol)
   results, datasets, memory, data_steps = {}, [dataset], {}, {}
   for round_ in range(config.iterate.rounds + 1):
@@ -201,12 +201,13 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
     rnn_params = load_or_train(
         os.path.join(folder, "rnn.msgpack"), start_params,
         lambda: wmod.train_rnn(rnn, start_params, data.steps, mu, log_sigma, data.episode_starts,
-                               config.rnn, jax.random.fold_in(key, 2 + 10 * round_),
+                               config.agent.rnn, jax.random.fold_in(key, 2 + 10 * round_),
                                _progress(f"M (MDN-RNN){suffix}")))
     for name in controllers if not round_ else ["dream"]:
       if name == "dream":
         starts = wmod.dream_start_latents(mu, log_sigma, data.episode_starts, c.dream_start)
-        fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c)
+        fitness = wmod.make_dream_fitness(rnn, rnn_params, starts, c,
+                                          config.agent.rnn.temperature)
       else:
         env = make_env(config.env.suite, config.env.task, c.population * c.rollouts,
                        config.seed + 1000, **env_kwargs)
@@ -227,7 +228,7 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
   limit = env.protocol.time_limit
   baselines = {"random": make_random(None, env.spec),
                "random controller": wmod.random_controller_agent(
-                   config.vae.z_size, config.rnn.units, action_size, c.random_std,
+                   config.agent.vae.z_size, config.agent.rnn.units, action_size, c.random_std,
                    tuple(c.clip_dims))}
   scores = {name: agent_returns(env, agent, limit, config.seed)
             for name, agent in baselines.items()}
@@ -238,7 +239,7 @@ def run(config, dataset_dir: str, out: str, controllers: list[str]) -> dict:
                                                    jax.random.fold_in(key, 6))[0]
   env.close()
   frame_strip(vae, vae_params, rnn, rnn_params,
-              dataset.episodes([dataset.num_episodes - 1]), 50, 10, c.temperature,
+              dataset.episodes([dataset.num_episodes - 1]), 50, 10, config.agent.rnn.temperature,
               jax.random.fold_in(key, 5), os.path.join(out, "frames.png"))
   if results:
     evolution_plot(results, os.path.join(out, "evolution.png"))

@@ -35,7 +35,7 @@ def _batch(B: int, T: int, seed: int = 0) -> dict:
           "is_last": np.zeros((B, T), bool), "is_terminal": np.zeros((B, T), bool)}
 
 
-@pytest.mark.parametrize("method", ["dreamerv3", "storm", "iris"])
+@pytest.mark.parametrize("method", ["dreamerv3", "storm", "iris", "world_models"])
 def test_each_family_trains_offline_and_runs_as_an_env(method):
   """The world models new to offline training (DIAMOND's is covered in test_offline.py):
   one update, then reset on the context and two open-loop steps of valid frames."""
@@ -109,6 +109,14 @@ def test_sampling_ablations_share_a_training_run_and_others_do_not():
   assert [r.label for r in heun] == ["diamond", "diamond denoiser.sampler.order=2"]
   assert heun[0].train_name == heun[1].train_name == quality.make_rows(["diamond"], [], [])[0].train_name
   assert heun[1].sampling == ("agent.denoiser.sampler.num_steps=10", "agent.denoiser.sampler.order=2")
+  # World Models has no Atari variant: its rows default to the paper's sizes, and M's
+  # temperature changes sampling only.
+  wm_rows = quality.make_rows(["world_models", "world_models:cpu"], [],
+                              ["world_models:agent.rnn.temperature=0.5"])
+  assert [(r.variant, r.label) for r in wm_rows] == [
+      ("carracing", "world_models"), ("carracing", "world_models rnn.temperature=0.5"),
+      ("cpu", "world_models:cpu"), ("cpu", "world_models:cpu rnn.temperature=0.5")]
+  assert wm_rows[0].train_name == wm_rows[1].train_name
   with pytest.raises(RunConfigError, match="has no offline world model"):
     quality.make_rows(["random"], [], [])
   with pytest.raises(RunConfigError, match="must start with one of the methods"):

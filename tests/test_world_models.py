@@ -1,6 +1,7 @@
 """World Models (wm_jax/models/vae_mdnrnn.py, wm_jax/agents/world_models.py,
 experiments/world_models.py) as a spec: the MDN log-likelihood by hand, temperature sampling,
-the controller's formula, M's batch alignment, CMA-ES on a known objective, bad input in one
+the controller's formula, M's batch alignment (three-phase and offline) and its resets at
+episode starts, CMA-ES on a known objective, bad input in one
 sentence, and the three phases end to end with resume."""
 
 import json
@@ -14,7 +15,9 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments.configs import world_models as wm_config
 from wm_jax.agents import world_models as wmod
+from wm_jax.envs.base import ActionSpec, ArraySpec, EnvSpec
 from wm_jax.errors import RunConfigError
 from wm_jax.models.vae_mdnrnn import VAENet, make_mdnrnn, mdn_log_prob, mdn_sample, sample_latent
 
@@ -103,6 +106,47 @@ def test_memory_batches_pair_each_latent_with_the_action_taken_there():
   np.testing.assert_array_equal(reward[0, :2], [20, 30])
   np.testing.assert_array_equal(end[0, :2], [0, 1])              # frame 3 is terminal
   np.testing.assert_array_equal(action[0, 2], [0])               # nothing after the end
+
+
+def test_memory_loss_resets_at_episode_starts_and_skips_the_transition_across():
+  """A [1, 6] sequence with an episode start at step 3 is two sequences of 3: M restarts from
+  a zero state at step 3 and the transition 2 -> 3 is in no mean."""
+  rnn = make_mdnrnn(ml_collections.ConfigDict(dict(z_size=2, units=8, mixtures=2)))
+  params = rnn.init(jax.random.PRNGKey(0), 3)
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+  z, action = jax.random.normal(k1, (1, 6, 2)), jax.random.normal(k2, (1, 6, 3))
+  reward = jax.random.normal(k3, (1, 6))
+  end = jnp.array([[0.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
+  first = jnp.array([[True, False, False, True, False, False]])
+  _, joint = rnn.loss(params, z, action, reward, end, first)
+  halves = [rnn.loss(params, z[:, s], action[:, s], reward[:, s], end[:, s])[1]
+            for s in (slice(0, 3), slice(3, 6))]
+  for name in ("z_nll", "reward_mse", "end_bce"):
+    np.testing.assert_allclose(joint[name], (halves[0][name] + halves[1][name]) / 2, rtol=1e-5)
+
+
+def test_offline_memory_batches_pair_each_latent_with_the_action_taken_there():
+  """The offline World Models world model (VisionMemoryModel.rnn_loss) gives M, at frame t, the
+  action, reward and end the suite stores at t + 1, as rnn_batch does for the three phases."""
+  learner = wmod.WorldModelsLearner(
+      wm_config.get_config("debug").agent,
+      EnvSpec(obs={"image": ArraySpec((64, 64, 3), "uint8")}, act=ActionSpec(True, 4)))
+  model = learner.model
+  params = model.init(jax.random.PRNGKey(0))
+  batch = {"image": np.asarray(jax.random.randint(jax.random.PRNGKey(1), (1, 4, 64, 64, 3), 0,
+                                                  256), np.uint8),
+           "action": np.array([[0, 2, 1, 3]], np.int32),
+           "reward": np.array([[0.0, 1.0, 0.0, 2.0]], np.float32),
+           "is_terminal": np.array([[False, False, False, True]]),
+           "is_first": np.array([[True, False, False, False]])}
+  key = jax.random.PRNGKey(2)
+  _, got = model.rnn_loss(params["rnn"], params["vae"], batch, key)
+  z = model.latents(params["vae"], batch["image"], key)
+  taken = jax.nn.one_hot(np.array([[2, 1, 3, 0]]), 4)
+  _, want = learner.model.rnn.loss(params["rnn"], z, taken, jnp.array([[1.0, 0.0, 2.0, 0.0]]),
+                                   jnp.array([[0.0, 0.0, 1.0, 0.0]]))
+  for name in ("z_nll", "reward_mse", "end_bce"):
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-5)
 
 
 def test_dreams_start_from_first_frames_or_any_frame():

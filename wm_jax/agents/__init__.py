@@ -31,6 +31,7 @@ WORLD_MODEL_BUILDERS = {
     "storm": "wm_jax.agents.storm:make_storm_world_model",
     "iris": "wm_jax.agents.iris:make_iris_world_model",
     "diamond": "wm_jax.agents.diamond:make_diamond_world_model",
+    "world_models": "wm_jax.agents.world_models:make_world_models_world_model",
 }
 
 

@@ -15,6 +15,9 @@ pure jitted function driven by experiments/world_models.py:
 Fitness is the mean return over `rollouts` episodes per candidate, as the paper (16 rollouts,
 population 64). The population axis is sharded over the devices in the dream, so its size must
 divide the device count.
+
+V and M also train together as one offline `WorldModel` (`make_world_models_world_model`, for
+experiments.train_offline and benchmarks.wm_quality), with `VisionMemoryModel` as the env.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from wm_jax.agents.base import Agent
+from wm_jax.agents.base import Agent, WorldModel
+from wm_jax.agents.components import (ComponentLearner, check_schedule, component_world_model,
+                                      staged)
 from wm_jax.errors import RunConfigError
 from wm_jax.envs.base import EnvSpec
 from wm_jax.errors import read_json
-from wm_jax.models.vae_mdnrnn import MDNRNN, VAENet, make_mdnrnn, sample_latent, vae_loss
+from wm_jax.models.vae_mdnrnn import (MDNRNN, VAENet, VisionMemoryModel, make_mdnrnn,
+                                      sample_latent, vae_loss)
 from wm_jax.parallel import make_mesh
 
 
@@ -185,12 +191,16 @@ def load_controller_policy(path: str, spec: EnvSpec) -> tuple[Agent, dict, str]:
   config = ml_collections.ConfigDict(read_json(
       os.path.join(run_folder, CONFIG_FILE), RunConfigError,
       "rerun experiments.world_models into that folder to rewrite it"))
+  if "agent" not in config:
+    raise RunConfigError(f"{os.path.join(run_folder, CONFIG_FILE)} predates the config layout "
+                         f"with V and M under `agent`: rerun experiments.world_models with that "
+                         f"--out to rewrite it (finished phases are loaded, not retrained).")
   if spec.act.discrete or "image" not in spec.obs:
     raise RunConfigError(f"The controller {path} acts from 64 x 64 frames with continuous "
                          f"actions: collect from the env it was trained on "
                          f"({config.env.suite}/{config.env.task}).")
   theta = jnp.asarray(load_evolution(path)["state"].mean)   # C's flat [D] CMA-ES mean
-  vae, rnn = VAENet(config.vae.z_size, config.vae.depth), make_mdnrnn(config.rnn)
+  vae, rnn = VAENet(config.agent.vae.z_size, config.agent.vae.depth), make_mdnrnn(config.agent.rnn)
   key = jax.random.PRNGKey(0)
   state = {"vae": read_params(os.path.join(run_folder, "vae.msgpack"),
                               vae.init(key, np.zeros((1, 64, 64, 3), np.uint8))),
@@ -277,6 +287,58 @@ def train_rnn(rnn: MDNRNN, params, steps: dict, mu: np.ndarray, log_sigma: np.nd
   return fit(loss, params, _adam(cfg.lr, cfg.clip), sample, cfg.steps, key, progress)
 
 
+# --------------------------------------------------------------------------- offline world model
+
+WORLD_MODELS_CONTEXT = 8   # real frames M is filtered on before open loop (as the RSSM's)
+
+
+class WorldModelsLearner(ComponentLearner):
+  """V and M trained together on replay batches [B, T] (config `agent.schedule`: each from its
+  `*_start` update; experiments/configs/world_models.py names the deviation from the paper's
+  V-then-M training), with the paper's optimisers: Adam for V, Adam after a global-norm clip
+  for M."""
+  world_model_parts = ("vae", "rnn")
+
+  def __init__(self, cfg: ml_collections.ConfigDict, spec: EnvSpec):
+    self.cfg = cfg
+    self.model = VisionMemoryModel(
+        VAENet(cfg.vae.z_size, cfg.vae.depth), make_mdnrnn(cfg.rnn), cfg.vae.kl_tolerance,
+        cfg.rnn.temperature, spec.act.size, spec.act.num_actions if spec.act.discrete else None)
+    self.opts = {"vae": _adam(cfg.vae.lr), "rnn": _adam(cfg.rnn.lr, cfg.rnn.clip)}
+
+  def train_vae(self, params, opt, batch, key):
+    return self._train("vae", lambda p: self.model.vae_loss(p, batch, key), params, opt)
+
+  def train_rnn(self, params, opt, batch, key):
+    loss = lambda p: self.model.rnn_loss(p, params["vae"], batch, key)
+    return self._train("rnn", loss, params, opt)
+
+  def train_world_model(self, phase: tuple, params, opt, batch, key):
+    """V's then M's step on the batch, each where phase (bool, bool) says it trains."""
+    k_vae, k_rnn = jax.random.split(key)
+    params, opt, m_vae = staged(phase[0], self.train_vae, params, opt, batch, k_vae)
+    params, opt, m_rnn = staged(phase[1], self.train_rnn, params, opt, batch, k_rnn)
+    return params, opt, {**m_vae, **m_rnn}
+
+
+def make_world_models_world_model(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> WorldModel:
+  """V + M of a World Models config's `agent` section as a `WorldModel` for offline training
+  (experiments.train_offline, benchmarks.wm_quality); one sentence unless the env gives 64 x 64
+  RGB frames and V's and M's z sizes agree."""
+  shape = getattr(spec.obs.get("image"), "shape", None)
+  if shape is None or tuple(shape) != (64, 64, 3):
+    given = "no frames" if shape is None else f"frames of shape {tuple(shape)}"
+    raise RunConfigError(f"World Models' V encodes 64 x 64 x 3 frames but the env gives "
+                         f"{given}: collect the data at env.protocol.image_size=64 from a "
+                         f"pixel env.")
+  if cfg.vae.z_size != cfg.rnn.z_size:
+    raise RunConfigError(f"agent.vae.z_size={cfg.vae.z_size} and agent.rnn.z_size="
+                         f"{cfg.rnn.z_size} must be equal: M models V's latents.")
+  check_schedule(cfg.schedule)
+  learner = WorldModelsLearner(cfg, spec)
+  return component_world_model(learner, cfg.schedule, learner.model.init, WORLD_MODELS_CONTEXT)
+
+
 # --------------------------------------------------------------------------- fitness
 
 
@@ -304,8 +366,8 @@ def dream_start_latents(mu: np.ndarray, log_sigma: np.ndarray, episode_starts: n
 
 
 def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: tuple[np.ndarray, np.ndarray],
-                       cfg) -> Callable:
-  """(population [P, D], key) -> (mean dreamed return [P] over cfg.rollouts episodes each, 0 real env steps); each dream starts from z sampled from one of `starts` ((mu, log sigma) [S, Z] of V's q(z | frame) for real frames, as the reference code samples its initial z); one jitted call, the population sharded over the devices."""
+                       cfg, temperature: float) -> Callable:
+  """(population [P, D], key) -> (mean dreamed return [P] over cfg.rollouts episodes each (cfg: the `controller` section), M sampling at `temperature`, 0 real env steps); each dream starts from z sampled from one of `starts` ((mu, log sigma) [S, Z] of V's q(z | frame) for real frames, as the reference code samples its initial z); one jitted call, the population sharded over the devices."""
   mesh = make_mesh()
   pop_sharding = NamedSharding(mesh, P("data"))
   start_mu, start_log_sigma = map(jnp.asarray, starts)
@@ -315,7 +377,7 @@ def make_dream_fitness(rnn: MDNRNN, rnn_params, starts: tuple[np.ndarray, np.nda
     rows = jax.random.randint(k1, (cfg.rollouts,), 0, start_mu.shape[0])
     z0 = sample_latent(start_mu[rows], start_log_sigma[rows], k3)
     return jnp.mean(dream_returns(rnn, rnn_params, theta, z0, k2, cfg.dream_horizon,
-                                  cfg.temperature, tuple(cfg.clip_dims)))
+                                  temperature, tuple(cfg.clip_dims)))
 
   @jax.jit
   def returns(population, key):

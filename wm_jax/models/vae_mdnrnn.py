@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wm_jax.core.losses import masked_mean
 from wm_jax.core.nets import ConvDecoder, ConvEncoder
 from wm_jax.models.rssm import preprocess_image
 
@@ -132,19 +133,29 @@ class MDNRNN:
   def step(self, params, carry, z, action):
     return self.net.apply(params, carry, z, action)
 
-  def loss(self, params, z: jax.Array, action: jax.Array, reward: jax.Array, end: jax.Array):
-    """Sequences [B, T] inside one episode each: z [B, T, Z] (sampled from V), action [B, T, A] taken at z_t, reward and end [B, T] received after it -> (loss, metrics): the mixture NLL of z_{t+1} per dimension, plus reward MSE and end BCE, averaged over the T-1 transitions."""
+  def unroll(self, params, carry, z: jax.Array, action: jax.Array, first: jax.Array):
+    """M over z [B, T, Z] and the actions [B, T, A] taken at them from `carry`, its state reset
+    to zero before each z_t that starts an episode (first bool [B, T]) -> (carry after the
+    last step, outputs [B, T, ...] for z_{t+1})."""
     def scan_step(carry, xs):
-      carry, out = self.step(params, carry, *xs)
-      return carry, out
-    xs = (jnp.swapaxes(z[:, :-1], 0, 1), jnp.swapaxes(action[:, :-1], 0, 1))
-    _, out = jax.lax.scan(scan_step, self.initial(z.shape[0]), xs)
-    out = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), out)          # [B, T-1, ...]
+      z_t, a_t, first_t = xs
+      carry = jax.tree.map(lambda c: jnp.where(first_t[:, None], 0.0, c), carry)
+      return self.step(params, carry, z_t, a_t)
+    swap = lambda x: jnp.swapaxes(x, 0, 1)
+    carry, out = jax.lax.scan(scan_step, carry, (swap(z), swap(action), swap(first)))
+    return carry, jax.tree.map(swap, out)
+
+  def loss(self, params, z: jax.Array, action: jax.Array, reward: jax.Array, end: jax.Array,
+           first: jax.Array | None = None):
+    """Sequences [B, T]: z [B, T, Z] (sampled from V), action [B, T, A] taken at z_t, reward and end [B, T] received after it, optional first bool [B, T] (z_t starts an episode: M is reset before it and the transition into it is left out; default: one episode per sequence) -> (loss, metrics): the mixture NLL of z_{t+1} per dimension, plus reward MSE and end BCE, averaged over the T-1 transitions."""
+    first = jnp.zeros(z.shape[:2], bool) if first is None else first
+    _, out = self.unroll(params, self.initial(z.shape[0]), z[:, :-1], action[:, :-1],
+                         first[:, :-1])
     nll = -jnp.mean(mdn_log_prob(out["log_pi"], out["mu"], out["log_sigma"], z[:, 1:]), -1)
     reward_error = jnp.square(out["reward"] - reward[:, :-1])
     end_nll = optax.sigmoid_binary_cross_entropy(out["end_logit"], end[:, :-1])
     terms = {"z_nll": nll, "reward_mse": reward_error, "end_bce": end_nll}
-    metrics = {k: jnp.mean(v) for k, v in terms.items()}
+    metrics = {k: masked_mean(v, ~first[:, 1:]) for k, v in terms.items()}
     loss = metrics["z_nll"] + metrics["reward_mse"] + metrics["end_bce"]
     return loss, {"rnn_loss": loss, **metrics}
 
@@ -158,3 +169,72 @@ class MDNRNN:
 def make_mdnrnn(cfg: Any) -> MDNRNN:
   """M for the `rnn` config section (z_size, units, mixtures)."""
   return MDNRNN(MDNRNNNet(cfg.z_size, cfg.units, cfg.mixtures))
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionMemoryModel:
+  """V and M as one world model of env steps in the suite's alignment (the action and reward at
+  step t led *to* frame t): their losses on a replay batch [B, T] and the world-model-as-env
+  interface (`reset_from`, `step`; wm_jax/agents/base.py) for offline open-loop rollouts.
+  Actions are one-hot of `num_actions` (discrete) or the env's vector (num_actions None)."""
+  vae: VAENet
+  rnn: MDNRNN
+  kl_tolerance: float
+  temperature: float
+  action_size: int
+  num_actions: int | None
+
+  def init(self, key: jax.Array) -> dict:
+    k_vae, k_rnn = jax.random.split(key)
+    return {"vae": self.vae.init(k_vae, jnp.zeros((1, 64, 64, 3), jnp.uint8)),
+            "rnn": self.rnn.init(k_rnn, self.action_size)}
+
+  def encode_action(self, action: jax.Array) -> jax.Array:
+    """Env actions [...] (int) or [..., A] -> M's input [..., A] float32."""
+    if self.num_actions is None:
+      return action.astype(jnp.float32)
+    return jax.nn.one_hot(action, self.num_actions, dtype=jnp.float32)
+
+  def latents(self, vae_params, image: jax.Array, key: jax.Array) -> jax.Array:
+    """Frames uint8 [..., 64, 64, 3] -> z [..., Z] sampled from V's q(z | frame)."""
+    mu, log_sigma = self.vae.apply(vae_params, image, method=VAENet.encode)
+    return sample_latent(mu, log_sigma, key)
+
+  def vae_loss(self, vae_params, batch: dict, key: jax.Array):
+    """V's loss (`vae_loss`) on every frame of the batch [B, T]."""
+    frames = batch["image"].reshape((-1,) + batch["image"].shape[2:])
+    return vae_loss(self.vae, vae_params, frames, key, self.kl_tolerance)
+
+  def rnn_loss(self, rnn_params, vae_params, batch: dict, key: jax.Array):
+    """M's loss on the batch [B, T] in M's alignment: z from V (no gradient to V), the action
+    taken at z_t and the reward and end received after it, which the suite stores at t + 1;
+    the LSTM reset at episode starts and transitions across them left out."""
+    z = jax.lax.stop_gradient(self.latents(vae_params, batch["image"], key))
+    after = lambda x: jnp.concatenate([x[:, 1:], jnp.zeros_like(x[:, :1])], 1)
+    return self.rnn.loss(rnn_params, z, after(self.encode_action(batch["action"])),
+                         after(batch["reward"].astype(jnp.float32)),
+                         after(batch["is_terminal"].astype(jnp.float32)), batch["is_first"])
+
+  def reset_from(self, params, context: dict, key: jax.Array) -> dict:
+    """Real context {'image' uint8 [B, C, 64, 64, 3], 'action' [B, C] or [B, C, A] (led to each
+    frame), optional 'is_first' bool [B, C]} -> sim {'carry': M's state after z_0 .. z_{C-2}
+    and the actions taken at them, 'z': z_{C-1}}, each z sampled from V's q(z | frame)."""
+    z = self.latents(params["vae"], context["image"], key)
+    B, C = z.shape[:2]
+    first = context.get("is_first")
+    first = jnp.zeros((B, C), bool).at[:, 0].set(True) if first is None else first
+    taken = self.encode_action(context["action"][:, 1:])
+    carry, _ = self.rnn.unroll(params["rnn"], self.rnn.initial(B), z[:, :-1], taken,
+                               first[:, :-1])
+    carry = jax.tree.map(lambda c: jnp.where(first[:, -1:], 0.0, c), carry)
+    return {"carry": carry, "z": z[:, -1]}
+
+  def step(self, params, sim: dict, action: jax.Array, key: jax.Array):
+    """Sim [B], action taken at its frame [B] or [B, A] -> (sim, {'image': V's decoding of
+    z_{t+1} sampled by M at `temperature`, float32 [B, 64, 64, 3] in [0, 1]}, reward [B], cont
+    [B]: 0 where M's end probability passes 0.5, as the dream (sec. 4))."""
+    carry, z, reward, end = self.rnn.dream_step(params["rnn"], sim["carry"], sim["z"],
+                                                self.encode_action(action), key,
+                                                self.temperature)
+    image = jnp.clip(self.vae.apply(params["vae"], z, method=VAENet.decode) + 0.5, 0.0, 1.0)
+    return {"carry": carry, "z": z}, {"image": image}, reward, (end < 0.5).astype(jnp.float32)
