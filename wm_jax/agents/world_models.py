@@ -200,7 +200,8 @@ def load_controller_policy(path: str, spec: EnvSpec) -> tuple[Agent, dict, str]:
                          f"actions: collect from the env it was trained on "
                          f"({config.env.suite}/{config.env.task}).")
   theta = jnp.asarray(load_evolution(path)["state"].mean)   # C's flat [D] CMA-ES mean
-  vae, rnn = VAENet(config.agent.vae.z_size, config.agent.vae.depth), make_mdnrnn(config.agent.rnn)
+  vae = VAENet(config.agent.vae.z_size, config.agent.vae.depth)
+  rnn = make_mdnrnn(config.agent.rnn)
   key = jax.random.PRNGKey(0)
   state = {"vae": read_params(os.path.join(run_folder, "vae.msgpack"),
                               vae.init(key, np.zeros((1, 64, 64, 3), np.uint8))),
