@@ -147,7 +147,7 @@ class MDNRNN:
 
   def loss(self, params, z: jax.Array, action: jax.Array, reward: jax.Array, end: jax.Array,
            first: jax.Array | None = None):
-    """Sequences [B, T]: z [B, T, Z] (sampled from V), action [B, T, A] taken at z_t, reward and end [B, T] received after it, optional first bool [B, T] (z_t starts an episode: M is reset before it and the transition into it is left out; default: one episode per sequence) -> (loss, metrics): the mixture NLL of z_{t+1} per dimension, plus reward MSE and end BCE, averaged over the T-1 transitions."""
+    """Sequences [B, T]: z [B, T, Z] (sampled from V), action [B, T, A] taken at z_t, reward and end [B, T] received after it, optional first bool [B, T] (z_t starts an episode: M is reset before it and the transition into it is left out; default: one episode per sequence) -> (loss, metrics): the mixture NLL of z_{t+1} per dimension, plus reward MSE and end BCE, averaged over the T-1 transitions that stay inside one episode."""
     first = jnp.zeros(z.shape[:2], bool) if first is None else first
     _, out = self.unroll(params, self.initial(z.shape[0]), z[:, :-1], action[:, :-1],
                          first[:, :-1])
