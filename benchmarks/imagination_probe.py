@@ -45,18 +45,19 @@ LEARNERS = {"iris": iris.IrisLearner, "diamond": diamond.DiamondLearner}
 REPLAY_KEYS = ("image", "reward", "is_first", "is_last", "is_terminal")
 
 
-def real_sequences(key: jax.Array, batch: int, length: int) -> tuple[dict, sprite.SpriteState]:
-  """The first `length` steps of `batch` sprite episodes under random actions, as a replay
-  batch [B, T] (action[:, t] led to frame t; action[:, 0] = 0), and the env states [B] at
-  their last frames."""
+def real_sequences(key: jax.Array, batch: int, length: int, protocol: sprite.SpriteProtocol
+                   ) -> tuple[dict, sprite.SpriteState]:
+  """The first `length` steps of `batch` sprite episodes (the run's `protocol`) under random
+  actions, as a replay batch [B, T] (action[:, t] led to frame t; action[:, 0] = 0), and the env
+  states [B] at their last frames."""
   def episode(key):
     k_reset, k_steps = jax.random.split(key)
-    state, first = sprite.reset(k_reset)
+    state, first = sprite.reset(k_reset, protocol)
 
     def step(state, k):
       k_action, k_env = jax.random.split(k)
       action = jax.random.randint(k_action, (), 0, 5)
-      state, obs = sprite.step(state, action, k_env)
+      state, obs = sprite.step(state, action, k_env, protocol)
       return state, ({k: obs[k] for k in REPLAY_KEYS}, action)
     state, (steps, actions) = jax.lax.scan(step, state, jax.random.split(k_steps, length - 1))
     prepend = lambda x0, xs: jnp.concatenate([x0[None], xs])
@@ -71,16 +72,14 @@ def random_actions(frame: jax.Array, key: jax.Array) -> jax.Array:
   return jax.random.randint(key, frame.shape[:1], 0, 5)
 
 
-def goal_walker(frame: jax.Array, key: jax.Array) -> jax.Array:
-  del key
-  return sprite.walk_to_goal(frame)
-
-
-POLICIES = {"random": random_actions, "goal_walker": goal_walker}
+def policies(protocol: sprite.SpriteProtocol) -> dict:
+  """{name: policy(frame [B, h, w, 3], key) -> actions [B]}: random actions and the goal walker."""
+  goal_walker = lambda frame, key: sprite.walk_to_goal(frame, protocol)
+  return {"random": random_actions, "goal_walker": goal_walker}
 
 
 def imagined_reward(world_model, params, context: dict, policy, key, horizon: int) -> jax.Array:
-  """Mean reward per step of `policy(frame [B, 64, 64, 3], key) -> actions [B]` over `horizon`
+  """Mean reward per step of `policy(frame [B, h, w, 3], key) -> actions [B]` over `horizon`
   steps of the world model reset on `context` ([B, C] real frames and actions)."""
   k_reset, k_steps = jax.random.split(key)
   sim = world_model.reset_from(params, context, k_reset)
@@ -95,53 +94,60 @@ def imagined_reward(world_model, params, context: dict, policy, key, horizon: in
   return rewards.mean()
 
 
-def real_reward(states: sprite.SpriteState, frame: jax.Array, policy, key, horizon: int):
-  """The same as `imagined_reward` in the real env from its states [B] and frames [B, 64, 64, 3]."""
+def real_reward(states: sprite.SpriteState, frame: jax.Array, policy, key, horizon: int,
+                protocol: sprite.SpriteProtocol):
+  """The same as `imagined_reward` in the real env from its states [B] and frames [B, h, w, 3]."""
   def step(carry, k):
     states, frame = carry
     k_act, k_env = jax.random.split(k)
     actions = policy(frame, k_act)
-    states, obs = jax.vmap(sprite.step)(states, actions, jax.random.split(k_env, actions.shape[0]))
+    step = lambda state, action, k: sprite.step(state, action, k, protocol)
+    states, obs = jax.vmap(step)(states, actions, jax.random.split(k_env, actions.shape[0]))
     return (states, obs["image"]), obs["reward"]
   _, rewards = jax.lax.scan(step, (states, frame), jax.random.split(key, horizon))
   return rewards.mean()
 
 
-def controllability(run: str, spec, key: jax.Array) -> tuple[dict, dict]:
-  """({policy: {'imagined': reward per step, 'real': reward per step}} for POLICIES, the
+def controllability(run: str, spec, key: jax.Array, protocol: sprite.SpriteProtocol
+                    ) -> tuple[dict, dict]:
+  """({policy: {'imagined': reward per step, 'real': reward per step}} for `policies`, the
   checkpoint's counters)."""
   _, world_model, wm_state, counters = trained.load_world_model(run, spec)
   k_data, k_roll = jax.random.split(key)
-  context, states = real_sequences(k_data, FLAGS.starts, max(world_model.context_length, 1))
+  context, states = real_sequences(k_data, FLAGS.starts, max(world_model.context_length, 1),
+                                   protocol)
   context = {k: context[k] for k in ("image", "action", "is_first")}
   out = {}
-  for name, policy in POLICIES.items():
+  for name, policy in policies(protocol).items():
     imagined = jax.jit(lambda p, k, policy=policy: imagined_reward(
         world_model, p, context, policy, k, FLAGS.horizon))(wm_state["params"], k_roll)
     real = jax.jit(lambda k, policy=policy: real_reward(
-        states, context["image"][:, -1], policy, k, FLAGS.horizon))(k_roll)
+        states, context["image"][:, -1], policy, k, FLAGS.horizon, protocol))(k_roll)
     out[name] = {"imagined": round(float(imagined), 4), "real": round(float(real), 4)}
   return out, counters
 
 
-def real_return(agent, agent_state: dict, key: jax.Array, episodes: int) -> jax.Array:
-  """Mean return of the agent's evaluation policy over `episodes` 50-step real episodes."""
+def real_return(agent, agent_state: dict, key: jax.Array, episodes: int,
+                protocol: sprite.SpriteProtocol) -> jax.Array:
+  """Mean return of the agent's evaluation policy over `episodes` real episodes."""
   k_reset, k_steps = jax.random.split(key)
-  states, obs = jax.vmap(sprite.reset)(jax.random.split(k_reset, episodes))
+  states, obs = jax.vmap(lambda k: sprite.reset(k, protocol))(jax.random.split(k_reset, episodes))
 
   def step(carry, k):
     states, obs, lstm = carry
     k_act, k_env = jax.random.split(k)
     actions, lstm = agent.act(agent_state, lstm, {"image": obs["image"],
                                                   "is_first": obs["is_first"]}, k_act, False)
-    states, obs = jax.vmap(sprite.step)(states, actions, jax.random.split(k_env, episodes))
+    step = lambda state, action, k: sprite.step(state, action, k, protocol)
+    states, obs = jax.vmap(step)(states, actions, jax.random.split(k_env, episodes))
     return (states, obs, lstm), obs["reward"]
   carry = (states, obs, agent.initial_carry(episodes))
-  _, rewards = jax.lax.scan(step, carry, jax.random.split(k_steps, 50))
+  _, rewards = jax.lax.scan(step, carry, jax.random.split(k_steps, protocol.episode_length))
   return rewards.sum(0).mean()
 
 
-def actor_critic_in_frozen_model(run: str, spec, key: jax.Array) -> dict:
+def actor_critic_in_frozen_model(run: str, spec, key: jax.Array,
+                                 protocol: sprite.SpriteProtocol) -> dict:
   """A fresh actor-critic trained FLAGS.ac_updates times in the run's frozen world model ->
   {'eval_curve': [{'updates', 'mean_return'}], 'seconds_per_update'}."""
   config, agent, agent_state, _ = trained.load_agent(run, spec)
@@ -157,10 +163,10 @@ def actor_critic_in_frozen_model(run: str, spec, key: jax.Array) -> dict:
   @jax.jit
   def update(params, opt, key):
     k_data, k_update = jax.random.split(key)
-    batch, _ = real_sequences(k_data, FLAGS.ac_starts, config.run.batch_length)
+    batch, _ = real_sequences(k_data, FLAGS.ac_starts, config.run.batch_length, protocol)
     return learner.train_actor_critic(params, opt, batch, k_update)[:2]
   evaluate = jax.jit(lambda params, k: real_return(agent, {**agent_state, "params": params}, k,
-                                                   FLAGS.eval_episodes))
+                                                   FLAGS.eval_episodes, protocol))
   every = max(FLAGS.ac_updates // 8, 1)
   curve, seconds = [], 0.0
   for i, k in enumerate(jax.random.split(k_train, FLAGS.ac_updates + 1)):
@@ -191,15 +197,17 @@ def probe():
   if (config.env.suite, config.env.task) != ("sprite", "reach"):
     raise RunConfigError(f"{FLAGS.run} trained on {config.env.suite}/{config.env.task}; this "
                          f"probe reads sprite/reach frames: pass a run of benchmarks.sprite_reach.")
-  spec = sprite.SpriteEnv(1, FLAGS.seed).spec
+  protocol = sprite.SpriteProtocol(**dict(config.env.protocol))   # the run's frame size
+  spec = sprite.SpriteEnv(1, FLAGS.seed, protocol).spec
   key = jax.random.PRNGKey(FLAGS.seed)
   k_control, k_ac = jax.random.split(key)
-  reward_per_step, counters = controllability(FLAGS.run, spec, k_control)
+  reward_per_step, counters = controllability(FLAGS.run, spec, k_control, protocol)
   results = {"run": FLAGS.run, "method": config.method,
              "agent_step": counters["agent_step"], "updates": counters["updates"],
              "reward_per_step": reward_per_step, "starts": FLAGS.starts, "horizon": FLAGS.horizon}
   if FLAGS.ac_updates:
-    results["actor_critic_in_frozen_model"] = actor_critic_in_frozen_model(FLAGS.run, spec, k_ac)
+    results["actor_critic_in_frozen_model"] = actor_critic_in_frozen_model(FLAGS.run, spec, k_ac,
+                                                                           protocol)
   results["cpu_count"] = os.cpu_count()
   print(json.dumps(results, indent=1))
 

@@ -1,8 +1,9 @@
-"""Learning benchmark from pixels: a method's `debug` variant on sprite/reach (64 x 64 RGB,
-wm_jax/envs/sprite.py) through the real training loop (wm_jax.train), printing the eval-return
-curve, the mean training return per evaluation interval (many more episodes than an evaluation),
-a uniformly random policy's return and the wall clock as JSON, and plotting the curves against
-the random return in <workdir>/curve.png.
+"""Learning benchmark from pixels: a method's `debug` variant on sprite/reach (64 x 64 RGB, or
+the variant's own frame size: DIAMOND's is 32 x 32; wm_jax/envs/sprite.py) through the real
+training loop (wm_jax.train), printing the eval-return curve, the mean training return per
+evaluation interval (many more episodes than an evaluation), a uniformly random policy's return
+and the wall clock as JSON, and plotting the curves against the random return in
+<workdir>/curve.png.
 
   python -m benchmarks.sprite_reach [--method=iris] [--steps=20000] [--max_minutes=30] \
       [--override=agent.imag_batch=256 ...]
@@ -77,7 +78,8 @@ def saved_replay_capacity(workdir: str) -> int | None:
 def make_config():
   config = importlib.import_module(f"experiments.configs.{FLAGS.method}").get_config("debug")
   config.seed = FLAGS.seed
-  config.env.update(suite="sprite", task="reach", protocol={})
+  if (config.env.suite, config.env.task) != ("sprite", "reach"):
+    config.env.update(suite="sprite", task="reach", protocol={})
   config.env.eval_envs = min(FLAGS.eval_episodes, 4)
   config.run.update(steps=FLAGS.steps, eval_every=FLAGS.eval_every,
                     eval_episodes=FLAGS.eval_episodes, log_every=FLAGS.eval_every,
@@ -104,10 +106,12 @@ def run():
   t0 = time.time()
   counters = train(config, workdir, progress=False)
   wall = time.time() - t0
-  results = learning_results(workdir, "sprite/reach (64x64 pixels)", FLAGS.method,
+  size = config.env.protocol.get("image_size", sprite.SpriteProtocol().image_size)
+  task = f"sprite/reach ({size}x{size} pixels)"
+  results = learning_results(workdir, task, FLAGS.method,
                              FLAGS.eval_every, {"uniformly random policy": random_return})
   print(json.dumps({
-      "task": "sprite/reach (64x64 pixels)", "method": FLAGS.method, "variant": "debug",
+      "task": task, "method": FLAGS.method, "variant": "debug",
       "settings": {"steps": FLAGS.steps, "eval_every": FLAGS.eval_every,
                    "eval_episodes": FLAGS.eval_episodes, "seed": FLAGS.seed,
                    "train_ratio": config.run.train_ratio, "batch_size": config.run.batch_size,

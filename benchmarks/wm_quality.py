@@ -54,8 +54,8 @@ from wm_jax import offline, trained
 from wm_jax.agents import make_world_model
 from wm_jax.dataset import Dataset, env_spec, load_dataset, split_episodes
 from wm_jax.errors import RunConfigError, UserError
-from wm_jax.quality import (FRAMES, Row, apply_override, budget_overrides, check_dataset_frames,
-                            make_rows, write_report)
+from wm_jax.quality import (FRAME_SIZE, FRAMES, Row, apply_override, budget_overrides,
+                            check_dataset_frames, make_rows, write_report)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("datasets", None, "Dataset folders written by experiments.collect; each gets "
@@ -103,6 +103,8 @@ def row_config(row: Row, budget: str, sampling: bool = True):
   if sampling:
     overrides += row.sampling
   with config.unlocked():
+    if "image_size" in config.env.protocol:   # a variant of its own size (DIAMOND debug: 32)
+      config.env.protocol.image_size = FRAME_SIZE
     for text in overrides:
       apply_override(config, text)
   config.seed = FLAGS.seed
@@ -157,9 +159,15 @@ def strip_frames(results: dict) -> dict:
   return {k: results[k][0] for k in FRAMES}
 
 
+def run_env(run_config) -> tuple:
+  """(suite, task, frame size or None) a run of experiments.train trained on."""
+  env = run_config.env
+  return env.suite, env.task, dict(env.get("protocol", {})).get("image_size")
+
+
 def same_env(run_config, dataset: Dataset) -> bool:
   env = dataset.spec["env"]
-  return (run_config.env.suite, run_config.env.task) == (env.get("suite"), env.get("task"))
+  return run_env(run_config)[:2] == (env.get("suite"), env.get("task"))
 
 
 def evaluate_run(run_dir: str, dataset: Dataset, context: int,
@@ -225,10 +233,14 @@ def main(argv):
       check_dataset_frames(dataset)
     run_configs = {run: trained.run_config(run) for run in FLAGS.runs}
     for run, config in run_configs.items():
+      suite, task, size = run_env(config)
+      if size not in (None, FRAME_SIZE):
+        raise RunConfigError(f"--runs: {run} trained on {size}x{size} frames, and the table "
+                             f"compares world models on {FRAME_SIZE}x{FRAME_SIZE} frames: train "
+                             f"with --config.env.protocol.image_size={FRAME_SIZE}.")
       if not any(same_env(config, d) for d in datasets):
-        raise RunConfigError(f"--runs: {run} trained on {config.env.suite}/{config.env.task}, "
-                             f"and no --datasets holds that env: add a dataset collected "
-                             f"there (experiments.collect).")
+        raise RunConfigError(f"--runs: {run} trained on {suite}/{task}, and no --datasets holds "
+                             f"that env: add a dataset collected there (experiments.collect).")
     for dataset in datasets:
       if not rows and not any(same_env(c, dataset) for c in run_configs.values()):
         raise RunConfigError(f"{dataset.directory} would have no model to compare: name "

@@ -244,7 +244,7 @@ DATA_PARALLEL = textwrap.dedent("""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     from test_diamond import SPEC, debug_agent_config, replay_batch
     from wm_jax.agents.cnn_lstm import ImaginedActorCritic
-from wm_jax.agents.diamond import make_diamond
+    from wm_jax.agents.diamond import make_diamond
     assert jax.device_count() == 8
     agent = make_diamond(debug_agent_config(), SPEC)
     update = functools.partial(agent.update, phase=agent.schedule(0))   # all three steps

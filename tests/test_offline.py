@@ -255,7 +255,7 @@ def _train_offline(dataset, workdir, *flags):
 
 @pytest.mark.slow   # 109 s of the 16-minute `make test` (measured); `make test-all` runs it
 def test_train_offline_reports_resumes_and_never_overwrites(tmp_path):
-  _tiny_sprite_dataset(tmp_path / "data")
+  _tiny_sprite_dataset(tmp_path / "data", image_size=32)   # DIAMOND debug: 32x32
   # A wall-clock budget of 0.6 s ends training after its first (compiling) update.
   run = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=100", "--max_minutes=0.01")
   assert run.returncode == 0, run.stderr[-3000:]

@@ -256,8 +256,14 @@ def test_runs_of_another_env_or_no_model_at_all_are_refused_in_one_sentence(tmp_
   (tmp_path / "run").mkdir()
   (tmp_path / "run" / "config.json").write_text(
       '{"method": "storm", "env": {"suite": "toy", "task": "circle"}, "agent": {}}')
+  (tmp_path / "small").mkdir()
+  (tmp_path / "small" / "config.json").write_text(
+      '{"method": "diamond", "env": {"suite": "sprite", "task": "reach", '
+      '"protocol": {"image_size": 32}}, "agent": {}}')
   for flags, said in (([f"--runs={tmp_path / 'run'}"], "trained on toy/circle, and no "
                                                        "--datasets holds that env"),
+                      ([f"--runs={tmp_path / 'small'}"], "trained on 32x32 frames, and the "
+                                                         "table compares world models on 64x64"),
                       (["--methods="], "would have no model to compare")):
     refused = _benchmark(f"--datasets={tmp_path / 'squares'}", f"--out={tmp_path / 'out'}",
                          *flags)

@@ -192,14 +192,18 @@ def budget_overrides(method: str, budget: str) -> tuple[str, ...]:
   return tuple(by_field.values())
 
 
+FRAME_SIZE = 64   # the compared world models read FRAME_SIZE x FRAME_SIZE RGB frames
+
+
 def check_dataset_frames(dataset: Dataset) -> None:
   """One sentence unless the dataset holds 64x64 RGB frames, which every family's encoder reads."""
   entries = dataset.spec["entries"]
   shape = tuple(entries.get("image", {}).get("shape", ()))
-  if shape != (64, 64, 3):
+  if shape != (FRAME_SIZE, FRAME_SIZE, 3):
     raise DatasetError(f"Dataset {dataset.directory} holds frames of shape {shape or 'none'}, "
-                       f"but the compared world models read 64x64x3 frames: collect it with "
-                       f"--config.env.protocol.image_size=64 from a pixel env.")
+                       f"but the compared world models read {FRAME_SIZE}x{FRAME_SIZE}x3 frames: "
+                       f"collect it with --config.env.protocol.image_size={FRAME_SIZE} from a "
+                       f"pixel env.")
 
 
 FRAMES = ("frames", "real", "last_context")   # arrays kept beside a row's cached result

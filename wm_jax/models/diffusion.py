@@ -40,7 +40,9 @@ action is replaced by a learned "null action" (an extra row of each action embed
 so the same net gives the unconditional prediction.
 
 Named deviations from DIAMOND's PyTorch code: weights use the suite's fan-average init (nets.
-default_init) instead of PyTorch's defaults, keeping DIAMOND's zero init of each ResBlock's
+default_init) instead of PyTorch's defaults (the history encoder's and reward/end model's action
+embeddings Flax's default, std 1 / sqrt(width); the denoiser's keeps PyTorch's N(0, 1)),
+keeping DIAMOND's zero init of each ResBlock's
 second conv, of the attention output projection and of conv_out (their biases start at 0 here,
 at PyTorch's small uniform there) and its orthogonal init of the down-sampling convs; the
 stride-2 down-sampling conv is `nets.DownConv` ('SAME' padding, window offset by one pixel
@@ -124,6 +126,9 @@ def grid_positions(h: int, w: int, width: int) -> jax.Array:
   rows = jnp.broadcast_to(sinusoidal_positions(h, half)[:, None], (h, w, half))
   cols = jnp.broadcast_to(sinusoidal_positions(w, half)[None, :], (h, w, half))
   return jnp.concatenate([rows, cols], -1)[..., :width]
+
+
+ACTION_EMBED_INIT = nn.initializers.normal(1.0)   # DIAMOND's nn.Embedding (PyTorch: N(0, 1))
 
 
 class FourierFeatures(nn.Module):
@@ -285,7 +290,7 @@ class NoiseActionCond(nn.Module):
     b, h = actions.shape
     actions = jnp.where(keep_act[:, None], actions, self.num_actions)
     act = nn.Embed(self.num_actions + 1, self.cond_channels // h, param_dtype=PARAM_DTYPE,
-                   name="act_emb")(actions).reshape(b, -1)
+                   embedding_init=ACTION_EMBED_INIT, name="act_emb")(actions).reshape(b, -1)
     x = FourierFeatures(self.cond_channels, name="noise_emb")(c_noise) + act
     x = nn.silu(dense(self.cond_channels, self.dtype, name="proj0")(x))
     return dense(self.cond_channels, self.dtype, name="proj1")(x)
