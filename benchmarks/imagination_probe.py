@@ -101,8 +101,8 @@ def real_reward(states: sprite.SpriteState, frame: jax.Array, policy, key, horiz
     states, frame = carry
     k_act, k_env = jax.random.split(k)
     actions = policy(frame, k_act)
-    step = lambda state, action, k: sprite.step(state, action, k, protocol)
-    states, obs = jax.vmap(step)(states, actions, jax.random.split(k_env, actions.shape[0]))
+    env_step = lambda state, action, k: sprite.step(state, action, k, protocol)
+    states, obs = jax.vmap(env_step)(states, actions, jax.random.split(k_env, actions.shape[0]))
     return (states, obs["image"]), obs["reward"]
   _, rewards = jax.lax.scan(step, (states, frame), jax.random.split(key, horizon))
   return rewards.mean()
@@ -138,8 +138,8 @@ def real_return(agent, agent_state: dict, key: jax.Array, episodes: int,
     k_act, k_env = jax.random.split(k)
     actions, lstm = agent.act(agent_state, lstm, {"image": obs["image"],
                                                   "is_first": obs["is_first"]}, k_act, False)
-    step = lambda state, action, k: sprite.step(state, action, k, protocol)
-    states, obs = jax.vmap(step)(states, actions, jax.random.split(k_env, episodes))
+    env_step = lambda state, action, k: sprite.step(state, action, k, protocol)
+    states, obs = jax.vmap(env_step)(states, actions, jax.random.split(k_env, episodes))
     return (states, obs, lstm), obs["reward"]
   carry = (states, obs, agent.initial_carry(episodes))
   _, rewards = jax.lax.scan(step, carry, jax.random.split(k_steps, protocol.episode_length))
