@@ -6,6 +6,9 @@ sprite/reach (benchmarks.sprite_reach, or experiments.train on a `debug` variant
    agent and goal cells from each imagined frame), beside the same two policies in the real
    env from the same states. A world model an agent can learn in gives the walker much more
    reward than random actions, as the real env does (about 0.36 against 0.025 per step).
+   Beside it, the fraction of imagined frames after a rollout's first reward that still show a
+   goal (`imagined_goal_kept`; the real env: 1): a model that erases the reached goal instead
+   of respawning it shows its reward model frames it never saw, which can reward every step.
 2. With `--ac_updates=N` (IRIS and DIAMOND runs, whose CNN-LSTM actor-critic reads frames): a
    fresh actor-critic trained for N updates in the frozen world model on replay-like batches of
    random-policy sequences, its real-env return every N/8 updates. If it learns here while the
@@ -78,9 +81,14 @@ def policies(protocol: sprite.SpriteProtocol) -> dict:
   return {"random": random_actions, "goal_walker": goal_walker}
 
 
-def imagined_reward(world_model, params, context: dict, policy, key, horizon: int) -> jax.Array:
-  """Mean reward per step of `policy(frame [B, h, w, 3], key) -> actions [B]` over `horizon`
-  steps of the world model reset on `context` ([B, C] real frames and actions)."""
+def imagined_reward(world_model, params, context: dict, policy, key, horizon: int,
+                    protocol: sprite.SpriteProtocol) -> tuple[jax.Array, jax.Array]:
+  """(mean reward per step, goal kept) of `policy(frame [B, h, w, 3], key) -> actions [B]` over
+  `horizon` steps of the world model reset on `context` ([B, C] real frames and actions). Goal
+  kept: the fraction of imagined frames after a rollout's first reward that still show a goal
+  (`sprite.goal_visible`; NaN if no rollout was rewarded, None in the JSON). The real env
+  always draws one, a reached goal respawning elsewhere; a world model that erases it shows
+  its reward model frames it never saw."""
   k_reset, k_steps = jax.random.split(key)
   sim = world_model.reset_from(params, context, k_reset)
   frame = context["image"][:, -1].astype(jnp.float32) / 255.0
@@ -89,9 +97,11 @@ def imagined_reward(world_model, params, context: dict, policy, key, horizon: in
     sim, frame = carry
     k_act, k_env = jax.random.split(k)
     sim, obs, reward, _ = world_model.step(params, sim, policy(frame, k_act), k_env)
-    return (sim, obs["image"]), reward
-  _, rewards = jax.lax.scan(step, (sim, frame), jax.random.split(k_steps, horizon))
-  return rewards.mean()
+    return (sim, obs["image"]), (reward, sprite.goal_visible(obs["image"], protocol))
+  _, (rewards, visible) = jax.lax.scan(step, (sim, frame), jax.random.split(k_steps, horizon))
+  rewarded_before = jnp.cumsum(rewards > 0, 0) - (rewards > 0) > 0          # [horizon, B]
+  goal_kept = (visible & rewarded_before).sum() / rewarded_before.sum()
+  return rewards.mean(), goal_kept
 
 
 def real_reward(states: sprite.SpriteState, frame: jax.Array, policy, key, horizon: int,
@@ -110,8 +120,8 @@ def real_reward(states: sprite.SpriteState, frame: jax.Array, policy, key, horiz
 
 def controllability(run: str, spec, key: jax.Array, protocol: sprite.SpriteProtocol
                     ) -> tuple[dict, dict]:
-  """({policy: {'imagined': reward per step, 'real': reward per step}} for `policies`, the
-  checkpoint's counters)."""
+  """({policy: {'imagined': reward per step, 'real': reward per step, 'imagined_goal_kept'}}
+  for `policies`, the checkpoint's counters)."""
   _, world_model, wm_state, counters = trained.load_world_model(run, spec)
   k_data, k_roll = jax.random.split(key)
   context, states = real_sequences(k_data, FLAGS.starts, max(world_model.context_length, 1),
@@ -119,11 +129,13 @@ def controllability(run: str, spec, key: jax.Array, protocol: sprite.SpriteProto
   context = {k: context[k] for k in ("image", "action", "is_first")}
   out = {}
   for name, policy in policies(protocol).items():
-    imagined = jax.jit(lambda p, k, policy=policy: imagined_reward(
-        world_model, p, context, policy, k, FLAGS.horizon))(wm_state["params"], k_roll)
+    imagined, goal_kept = jax.jit(lambda p, k, policy=policy: imagined_reward(
+        world_model, p, context, policy, k, FLAGS.horizon, protocol))(wm_state["params"], k_roll)
     real = jax.jit(lambda k, policy=policy: real_reward(
         states, context["image"][:, -1], policy, k, FLAGS.horizon, protocol))(k_roll)
-    out[name] = {"imagined": round(float(imagined), 4), "real": round(float(real), 4)}
+    goal_kept = None if jnp.isnan(goal_kept) else round(float(goal_kept), 3)
+    out[name] = {"imagined": round(float(imagined), 4), "real": round(float(real), 4),
+                 "imagined_goal_kept": goal_kept}
   return out, counters
 
 
@@ -157,7 +169,8 @@ def actor_critic_in_frozen_model(run: str, spec, key: jax.Array,
   config.agent.actor_critic.opt.lr = FLAGS.ac_lr
   learner = LEARNERS[config.method](config.agent, spec)
   k_init, k_train, k_eval = jax.random.split(key, 3)
-  params = {**agent_state["params"], "actor_critic": learner.ac.init(k_init)}
+  params = {**agent_state["params"], "actor_critic": learner.ac.init(
+      k_init, tuple(spec.obs["image"].shape))}
   opt = {"actor_critic": learner.opts["actor_critic"].init(params["actor_critic"])}
 
   @jax.jit

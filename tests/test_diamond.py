@@ -187,6 +187,17 @@ def test_acting_resets_the_lstm_where_an_episode_starts(agent_update):
   assert float(jnp.abs(again[1][1] - fresh[1][1]).max()) > 0
 
 
+def test_debug_actor_critic_heads_start_at_flax_default_init():
+  """The debug variant sets zero_heads=False (configs/diamond.py says why): a fresh policy
+  and value already depend on the frame."""
+  ac = ImaginedActorCritic(diamond_config.get_config("debug").agent.actor_critic,
+                           ActionSpec(True, num_actions=5))
+  params = ac.init(jax.random.key(0), (32, 32, 3))
+  frames = jax.random.uniform(jax.random.key(1), (2, 32, 32, 3))
+  _, logits, value = ac.net.apply(params, ac.zero_carry(2), frames)
+  assert np.all(logits[0] != logits[1]) and value[0] != value[1]
+
+
 def test_actor_critic_is_diamonds_network():
   """At agent/default.yaml's sizes (channels 32, 32, 64, 64, LSTM 512; 18 actions) the net has
   the official ActorCritic's parameters, counted by hand from actor_critic.py and blocks.py:

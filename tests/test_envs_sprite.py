@@ -93,6 +93,19 @@ def test_locate_reads_the_agent_and_goal_cells_back_from_a_frame():
   np.testing.assert_array_equal(sprite.walk_to_goal(frames), [2, 1, 4])   # down, up, right
 
 
+@pytest.mark.parametrize("size", [32, 64])
+def test_goal_visible_on_every_rendered_frame_and_not_on_a_faded_or_hidden_goal(size):
+  protocol = sprite.SpriteProtocol(image_size=size)
+  frames = jnp.stack([sprite.render(_state([0, 3], [2, 1]), protocol),
+                      sprite.render(_state([1, 1], [1, 1]), protocol)])   # goal under the agent
+  assert sprite.goal_visible(frames, protocol).tolist() == [True, False]
+  unit = frames[0] / 255.0
+  background = jnp.asarray(sprite._BACKGROUND_RGB) / 255.0
+  faded = lambda alpha: background + alpha * (unit - background)   # the sprites at alpha
+  assert sprite.goal_visible(unit, protocol)
+  assert sprite.goal_visible(faded(0.6), protocol) and not sprite.goal_visible(faded(0.4), protocol)
+
+
 def test_walking_to_the_goal_scores_far_above_random():
   """The scripted reference policy: ~18 per 50-step episode (docstring), random ~1.2."""
   def episode(key):

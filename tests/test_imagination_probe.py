@@ -8,16 +8,16 @@ import sys
 
 import jax
 
-from experiments.configs import iris, storm
+from experiments.configs import diamond, iris, storm
 from wm_jax.agents import make_agent
 from wm_jax.checkpoint import Checkpointer
-from wm_jax.envs.sprite import SpriteEnv
+from wm_jax.envs.sprite import SpriteEnv, SpriteProtocol
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _save_untrained_run(run_dir, config):
-  spec = SpriteEnv(1, 0).spec
+  spec = SpriteEnv(1, 0, SpriteProtocol(**dict(config.env.protocol))).spec
   state = make_agent(config.method, config.agent, spec).init(jax.random.PRNGKey(0))
   ckpt = Checkpointer(str(run_dir))
   ckpt.save(100, {"agent": state}, {"agent_step": 100, "updates": 7, "wall_seconds": 1.0})
@@ -46,6 +46,21 @@ def test_probe_reports_both_policies_and_an_actor_critic_curve(tmp_path):
   curve = out["actor_critic_in_frozen_model"]["eval_curve"]
   assert [p["updates"] for p in curve] == [0, 1, 2]
   assert all(0.0 <= p["mean_return"] <= 50.0 for p in curve)
+
+
+def test_probe_reads_a_32x32_diamond_run(tmp_path):
+  """DIAMOND's debug runs are on 32x32 frames: the probe's env, walker and fresh actor-critic
+  take the run's frame size."""
+  _save_untrained_run(tmp_path / "diamond", diamond.get_config("debug"))
+  done = _probe(f"--run={tmp_path / 'diamond'}", "--starts=4", "--horizon=3", "--ac_updates=1",
+                "--ac_starts=2", "--eval_episodes=2")
+  assert done.returncode == 0, done.stderr[-2000:]
+  out = json.loads(done.stdout)
+  assert out["method"] == "diamond"
+  for policy in out["reward_per_step"].values():
+    kept = policy["imagined_goal_kept"]
+    assert kept is None or 0.0 <= kept <= 1.0
+  assert [p["updates"] for p in out["actor_critic_in_frozen_model"]["eval_curve"]] == [0, 1]
 
 
 def test_runs_of_other_tasks_are_refused_in_one_sentence(tmp_path):

@@ -27,8 +27,8 @@ def default_variant(method: str) -> str:
 
 # Fields that change sampling only: an ablation over them evaluates the same trained model.
 SAMPLING_FIELDS = ("agent.denoiser.sampler.num_steps", "agent.denoiser.sampler.order",
-                   "agent.denoiser.sampler.s_churn", "agent.denoiser.cfg_weight",
-                   "agent.rnn.temperature")
+                   "agent.denoiser.sampler.s_churn", "agent.denoiser.sampler.init_sigma",
+                   "agent.denoiser.cfg_weight", "agent.rnn.temperature")
 
 # --budget=cpu: each family at a size whose update takes 1.1-1.8 s on 2 CPU cores (measured,
 # jaxlib 0.10.2: DreamerV3 1.5 s, STORM 1.2, IRIS 1.7, DIAMOND 1.1, World Models at the paper's

@@ -62,8 +62,9 @@ RESUMABLE_FIELDS = ("run.steps", "run.eval_every", "run.eval_episodes", "run.log
 _COMPONENT_AGENT_FIELDS = {"agent.world_model_batch_size": None,
                            "agent.schedule.actor_critic_every": 1,
                            "agent.actor_critic.net": "iris"}
-ADDED_FIELDS = {"iris": {**_COMPONENT_AGENT_FIELDS, "agent.tokenizer.microbatches": 1},
-                "diamond": _COMPONENT_AGENT_FIELDS}
+ADDED_FIELDS = {"iris": {**_COMPONENT_AGENT_FIELDS, "agent.tokenizer.microbatches": 1,
+                         "agent.actor_critic.zero_heads": False},
+                "diamond": {**_COMPONENT_AGENT_FIELDS, "agent.actor_critic.zero_heads": True}}
 
 
 def with_added_fields(saved: dict) -> dict:

@@ -90,6 +90,7 @@ def agent_config() -> ml_collections.ConfigDict:
       opt=_opt(wd=0.01)))        # AdamW, decay on Linear weights (trainer.yaml weight_decay)
   a.actor_critic = ml_collections.ConfigDict(dict(
       net="iris",                # 4 x (conv, max-pool, ReLU), default init (actor_critic.py)
+      zero_heads=False,
       channels=(32, 32, 64, 64),  # conv channels (src/models/actor_critic.py)
       lstm=512,                  # LSTM units (actor_critic.py lstm_dim)
       horizon=20,                # imagination horizon H (sec. 2.3; trainer.yaml imagine_horizon)

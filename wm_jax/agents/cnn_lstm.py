@@ -5,7 +5,8 @@ and DIAMOND (Alonso et al. 2024, arXiv:2405.12399, sec. 3; DWM paper sec. 4.3, w
 IRIS): one network with a shared CNN + LSTM trunk and linear policy and value heads, read frame
 by frame. `net` picks the paper's network: 'iris' (4 x (3x3 conv, 2x2 max-pool, ReLU), default
 init) or 'diamond' (DIAMOND's actor_critic.py: a 3x3 conv, then 4 x (SmallResBlock, 2x2
-max-pool); zero-initialised heads and DIAMOND's utils.init_lstm). It imagines through any world model offering the env interface of
+max-pool) and DIAMOND's utils.init_lstm); `zero_heads` zero-initialises the policy and value
+heads as DIAMOND does. It imagines through any world model offering the env interface of
 DESIGN.md, `step(sim, action, key) -> (sim, obs, reward, cont)` with `sim['frame']` the
 current frame float32 [B, 64, 64, 3] in [0, 1], and learns by REINFORCE with a value baseline
 on lambda-returns, an entropy bonus and a squared-error value loss.
@@ -41,7 +42,7 @@ NETS = ("iris", "diamond")
 
 
 class ActorCriticNet(nn.Module):
-  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): a CNN trunk (`net`: IRIS's 4 x (3x3 conv, 2x2 max-pool, ReLU), or DIAMOND's 3x3 conv + 4 x (SmallResBlock, 2x2 max-pool)), an LSTM and linear heads, zero-initialised for 'diamond' (actor_critic.py of each).
+  """(LSTM carry, frames [N, 64, 64, 3] in [0, 1]) -> (carry, policy output [N, A] logits or [N, 2A] mean/std, value [N]): a CNN trunk (`net`: IRIS's 4 x (3x3 conv, 2x2 max-pool, ReLU), or DIAMOND's 3x3 conv + 4 x (SmallResBlock, 2x2 max-pool)), an LSTM and linear heads, zero-initialised with `zero_heads` (DIAMOND's actor_critic.py).
 
   `encode` (the CNN, any number of frames at once) and `recur` (LSTM and heads) split the step
   so that a sequence is encoded in one batched pass before the LSTM scans it: convolution
@@ -51,6 +52,7 @@ class ActorCriticNet(nn.Module):
   lstm: int
   act: ActionSpec
   net: str = "iris"
+  zero_heads: bool = False
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -63,7 +65,7 @@ class ActorCriticNet(nn.Module):
       self.convs = [conv(ch) for ch in self.channels]
     self.cell = nn.OptimizedLSTMCell(self.lstm, dtype=self.dtype, param_dtype=PARAM_DTYPE)
     size = self.act.num_actions if self.act.discrete else 2 * self.act.dim
-    head_init = nn.initializers.zeros if self.net == "diamond" else nn.linear.default_kernel_init
+    head_init = nn.initializers.zeros if self.zero_heads else nn.linear.default_kernel_init
     self.actor = nn.Dense(size, dtype=self.dtype, param_dtype=PARAM_DTYPE, kernel_init=head_init)
     self.critic = nn.Dense(1, dtype=self.dtype, param_dtype=PARAM_DTYPE, kernel_init=head_init)
 
@@ -131,12 +133,12 @@ def reset_carry(carry: Carry, is_first: jax.Array) -> Carry:
 
 
 class ImaginedActorCritic:
-  """Pure functions of the CNN-LSTM actor-critic for the `actor_critic` config section `cfg` (net, channels, lstm, horizon, gamma, lambda_, entropy, collect_epsilon, collect/eval_temperature)."""
+  """Pure functions of the CNN-LSTM actor-critic for the `actor_critic` config section `cfg` (net, zero_heads, channels, lstm, horizon, gamma, lambda_, entropy, collect_epsilon, collect/eval_temperature)."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, act: ActionSpec, dtype=jnp.float32):
     self.cfg = cfg
     self.act_spec = act
-    self.net = ActorCriticNet(tuple(cfg.channels), cfg.lstm, act, cfg.net, dtype)
+    self.net = ActorCriticNet(tuple(cfg.channels), cfg.lstm, act, cfg.net, cfg.zero_heads, dtype)
 
   def init(self, key: jax.Array, frame_shape: tuple = (64, 64, 3)):
     k_net, k_lstm = jax.random.split(key)

@@ -90,6 +90,20 @@ def locate(frame: jax.Array, protocol: SpriteProtocol = SpriteProtocol()
   return (argmax_cell(rgb[..., 0] - rgb[..., 1]), argmax_cell(rgb[..., 1] - rgb[..., 0]))
 
 
+def goal_visible(frame: jax.Array, protocol: SpriteProtocol = SpriteProtocol()) -> jax.Array:
+  """Frames [..., image_size, image_size, 3] (uint8, or float in [0, 1]) -> bool [...]: some
+  cell is at least half as green as a drawn goal's cell (mean green minus red), which every
+  rendered frame has; a world model's imagined frame may have lost its goal."""
+  g = protocol.grid
+  cell = protocol.image_size // g
+  rgb = frame.astype(jnp.float32).reshape(frame.shape[:-3] + (g, cell, g, cell, 3)).mean((-4, -2))
+  if not jnp.issubdtype(frame.dtype, jnp.floating):
+    rgb = rgb / 255.0
+  greenness = (rgb[..., 1] - rgb[..., 0]).max((-2, -1))
+  goal_cell = (int(_GOAL_RGB[1]) - int(_GOAL_RGB[0])) / 255.0 * ((cell - 2) / cell) ** 2
+  return greenness >= 0.5 * goal_cell
+
+
 def walk_to_goal(frame: jax.Array, protocol: SpriteProtocol = SpriteProtocol()) -> jax.Array:
   """Frames [..., H, W, 3] -> int32 [...] the action of the scripted policy that walks straight
   to the goal seen in the frame (rows first, then columns; noop on it): about 18 per 50-step
