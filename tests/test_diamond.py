@@ -187,6 +187,27 @@ def test_acting_resets_the_lstm_where_an_episode_starts(agent_update):
   assert float(jnp.abs(again[1][1] - fresh[1][1]).max()) > 0
 
 
+def test_collection_is_uniform_until_the_actor_critic_trains():
+  """Before update `actor_critic_start` collection ignores the (untrained) policy, as DIAMOND's
+  zero heads do; after it, and in evaluation, the policy acts (epsilon 0.01 aside)."""
+  agent = make_diamond(debug_agent_config(starts=(0, 0, 10)), SPEC)
+  state = agent.init(jax.random.key(0))
+  actor = state["params"]["actor_critic"]["params"]["actor"]
+  actor["bias"] = actor["bias"].at[2].set(1e4)     # a policy that always picks action 2
+  act = jax.jit(agent.act, static_argnums=4)
+  n = 1000
+  obs = {"image": jnp.zeros((n, 64, 64, 3), jnp.uint8), "is_first": jnp.ones(n, bool)}
+
+  def share_of_action_2(step, explore):
+    action, _ = act({**state, "step": jnp.int32(step)}, agent.initial_carry(n), obs,
+                    jax.random.key(step), explore)
+    return float(jnp.mean(action == 2))
+
+  assert 0.15 < share_of_action_2(9, True) < 0.25      # uniform over 5 actions
+  assert share_of_action_2(10, True) > 0.97
+  assert share_of_action_2(9, False) == 1.0
+
+
 def test_debug_actor_critic_heads_start_at_flax_default_init():
   """The debug variant sets zero_heads=False (configs/diamond.py says why): a fresh policy
   and value already depend on the frame."""

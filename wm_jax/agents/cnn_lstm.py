@@ -180,19 +180,20 @@ class ImaginedActorCritic:
     return jnp.clip(action, self.act_spec.low, self.act_spec.high)
 
   def act(self, params, carry: Carry, frame: jax.Array, is_first: jax.Array, key: jax.Array,
-          explore: bool) -> tuple[jax.Array, Carry]:
-    """One env step of the policy on frames [N, 64, 64, 3] in [0, 1] -> (env action [N, ...], carry): temperature `collect_temperature` and epsilon-random `collect_epsilon` while collecting, `eval_temperature` in evaluation (IRIS trainer.yaml collection.train / .test)."""
+          explore: bool, epsilon: float | jax.Array | None = None) -> tuple[jax.Array, Carry]:
+    """One env step of the policy on frames [N, 64, 64, 3] in [0, 1] -> (env action [N, ...], carry): temperature `collect_temperature` and epsilon-random `collect_epsilon` (or `epsilon`, a float or [] array, where given) while collecting, `eval_temperature` in evaluation (IRIS trainer.yaml collection.train / .test)."""
     c = self.cfg
+    epsilon = c.collect_epsilon if epsilon is None else epsilon
     carry = reset_carry(carry, jnp.asarray(is_first, bool))
     carry, out, _ = self.net.apply(params, carry, frame)
     k_policy, k_random, k_coin = jax.random.split(key, 3)
     action = self.sample_action(out, k_policy,
                                 c.collect_temperature if explore else c.eval_temperature)
-    if explore and c.collect_epsilon > 0:
+    if explore:
       n, spec = action.shape[0], self.act_spec
       random = (jax.random.randint(k_random, (n,), 0, spec.num_actions) if spec.discrete else
                 jax.random.uniform(k_random, action.shape, jnp.float32, spec.low, spec.high))
-      coin = jax.random.uniform(k_coin, (n,)) < c.collect_epsilon
+      coin = jax.random.uniform(k_coin, (n,)) < epsilon
       action = jnp.where(coin.reshape((n,) + (1,) * (action.ndim - 1)), random, action)
     return self.env_action(action).astype(self.act_spec.dtype), carry
 

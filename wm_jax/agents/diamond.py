@@ -143,10 +143,14 @@ def make_diamond(cfg: ml_collections.ConfigDict, spec: EnvSpec) -> Agent:
     return learner.ac.zero_carry(num_envs)
 
   def act(state, carry, obs, key, explore: bool):
-    """Policy on the real frame obs['image'] [N] (ImaginedActorCritic.act)."""
+    """Policy on the real frame obs['image'] [N] (ImaginedActorCritic.act). Collection is
+    uniformly random until the actor-critic trains (update `schedule.actor_critic_start`), as
+    DIAMOND's zero-initialised heads make it; the same whatever `actor_critic.zero_heads`."""
     frame = obs["image"].astype(jnp.float32) / 255.0
+    untrained = state["step"] < cfg.schedule.actor_critic_start
+    epsilon = jnp.where(untrained, 1.0, cfg.actor_critic.collect_epsilon)
     return learner.ac.act(state["params"]["actor_critic"], carry, frame, obs["is_first"], key,
-                          explore)
+                          explore, epsilon)
 
   def update(state, batch, key, phase):
     """Denoiser, reward/end model and actor-critic steps on a replay batch [B, T], each where
