@@ -333,10 +333,15 @@ def test_impossible_configs_fail_with_one_sentence(path, value, message):
 
 
 def test_short_sequences_and_non_image_envs_are_refused():
+  """Replay sequences shorter than an imagined rollout (H + horizon) are refused: the
+  reward/end LSTM would run longer in imagination than it ever learnt on."""
   config = diamond_config.get_config("debug")
-  config.run.batch_length = 4
-  with pytest.raises(RunConfigError, match=r"at least num_cond_frames \+ 1 = 5 steps"):
+  config.run.batch_length = 18
+  with pytest.raises(RunConfigError, match=r"num_cond_frames \+ actor_critic.horizon = 19 "
+                                           r"steps .* run.batch_length=18: raise"):
     validate(config)
+  config.agent.actor_critic.horizon = 14
+  validate(config)
   vector = EnvSpec(obs={"vector": ArraySpec((4,), "float32")}, act=SPEC.act)
   with pytest.raises(RunConfigError, match="DIAMOND models 'image' observations"):
     make_diamond_model(config.agent, vector)

@@ -40,7 +40,11 @@ sg = jax.lax.stop_gradient
 
 
 def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
-  """Start-up check called by wm_jax.train.validate: one sentence on an impossible DIAMOND setting, and with the run config on replay sequences too short for the H conditioning frames plus the frame to predict."""
+  """Start-up check called by wm_jax.train.validate: one sentence on an impossible DIAMOND
+  setting, and with the run config on replay sequences shorter than an imagined rollout (H
+  context frames + horizon), which the reward/end model's LSTM must learn on: trained on
+  6-step sprite sequences, it predicted +1 on most imagined steps past the fifth and the
+  actor-critic learnt to chase those (README, issue 9)."""
   if agent.precision not in DTYPES:
     raise RunConfigError(f"agent.precision={agent.precision!r} is not one of "
                          f"{', '.join(DTYPES)}.")
@@ -63,11 +67,13 @@ def check_agent_config(agent: ml_collections.ConfigDict, run=None) -> None:
   check_actor_critic_config(ac)
   check_schedule(agent.schedule)
   check_world_model_batch(agent, run)
-  if run is not None and run.batch_length < d.num_cond_frames + 1:
+  rollout = d.num_cond_frames + ac.horizon
+  if run is not None and run.batch_length < rollout:
     raise RunConfigError(
-        f"DIAMOND needs replay sequences of at least num_cond_frames + 1 = "
-        f"{d.num_cond_frames + 1} steps (H conditioning frames and the frame to predict) but "
-        f"run.batch_length={run.batch_length}: raise run.batch_length.")
+        f"DIAMOND's reward/end LSTM runs num_cond_frames + actor_critic.horizon = {rollout} "
+        f"steps in imagination but would learn on replay sequences of run.batch_length="
+        f"{run.batch_length}: raise run.batch_length to {rollout} (DIAMOND: rew_end "
+        f"seq_length 19) or shorten the horizon.")
 
 
 def make_optimizers(cfg: ml_collections.ConfigDict) -> dict:
