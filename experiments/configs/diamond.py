@@ -140,8 +140,7 @@ def get_config(variant: str = "debug") -> ml_collections.ConfigDict:
 
 
 def shrink_for_debug(config: ml_collections.ConfigDict) -> None:
-  """The tiny CPU variant, in place: the sprite env at 32x32, small nets, short sequences, early
-  starts."""
+  """The tiny CPU variant, in place: the sprite env at 32x32, small nets, early starts."""
   use_sprite_debug_run(config)
   # Replay sequences of 19 steps as DIAMOND's (rew_end seq_length = H 4 + horizon 15), not
   # use_sprite_debug_run's 6, at one update per 4 env steps as there: the reward/end model's
