@@ -248,9 +248,12 @@ def main(argv):
     perceptual = offline.load_perceptual(FLAGS.lpips_weights, FLAGS.fid_weights, FLAGS.fvd,
                                          FLAGS.horizon)
     hardware = offline.hardware()
-    budget = (f"{FLAGS.budget} sizes, {FLAGS.minutes:g} min of training wall clock (compile "
-              f"included) or {FLAGS.updates:,} updates per model, whichever ends first"
-              if FLAGS.minutes else f"{FLAGS.budget} sizes, {FLAGS.updates:,} updates per model")
+    clock = f"{FLAGS.minutes:g} min of training wall clock (compile included)"
+    count = f"{FLAGS.updates:,} updates"
+    if FLAGS.minutes and FLAGS["updates"].present:
+      budget = f"{FLAGS.budget} sizes, {clock} or {count} per model, whichever ends first"
+    else:
+      budget = f"{FLAGS.budget} sizes, {clock if FLAGS.minutes else count} per model"
     if not rows:
       budget = "no offline training (every row is a world model trained online by its run)"
     everything = {"hardware": hardware, "budget": FLAGS.budget, "minutes": FLAGS.minutes,

@@ -421,8 +421,11 @@ def train(config, dataset: Dataset, workdir: str, updates: int, holdout: float,
   train_step = make_train_step(world_model, world_model_batch_size(config),
                                config.run.batch_length)
   stop, t_start, wall_before = StopFlag(), time.time(), counters["wall_seconds"]
-  bar = tqdm(total=updates, initial=counters["updates"], unit="update", disable=not progress,
-             mininterval=1.0 if sys.stderr.isatty() else 30.0, desc=f"{config.method} offline")
+  # Under a wall-clock budget the update count that ends the run is unknown: no total, no ETA.
+  bar = tqdm(total=None if max_minutes > 0 else updates, initial=counters["updates"],
+             unit="update", disable=not progress,
+             mininterval=1.0 if sys.stderr.isatty() else 30.0,
+             desc=f"{config.method} offline" + (f" ({max_minutes:g} min)" if max_minutes else ""))
   pending = []
 
   def save():
