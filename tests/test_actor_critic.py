@@ -200,6 +200,7 @@ def critic_value_after(updates: int, gamma: float, critic_lr: float) -> float:
   return float(ac.value(state["critic"], jnp.zeros((1, 2)))[0])
 
 
+@pytest.mark.slow   # a diagnostic of issue 7's budget (40 s of `make test`); `make test-all` runs it
 def test_critic_value_lags_far_behind_the_discounted_value_at_a_cpu_update_budget():
   """Why DreamerV3 did not learn DMC at the CPU benchmark's budget (issue 7): ~1000 updates
   (what train ratio 64 with 16 x 64 batches gives by 20k agent steps) leave the critic far

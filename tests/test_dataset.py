@@ -173,13 +173,13 @@ def test_collect_writes_resumes_and_refuses_another_env(tmp_path):
 def test_a_trained_runs_agent_is_restored_as_the_policy_without_its_replay(tmp_path):
   import jax
   from experiments.collect import load_policy
-  from experiments.configs import diamond
+  from experiments.configs import dreamerv3
   from wm_jax.agents import make_agent
   from wm_jax.checkpoint import Checkpointer
   from wm_jax.envs import make_env
-  config = diamond.get_config("debug")
+  config = dreamerv3.get_config("debug")
   env = make_env("sprite", "reach", 1, 0)
-  agent = make_agent("diamond", config.agent, env.spec)
+  agent = make_agent("dreamerv3", config.agent, env.spec)
   state = agent.init(jax.random.PRNGKey(7))
   ckpt = Checkpointer(str(tmp_path / "run"))
   ckpt.save(120, {"agent": state, "key": jax.random.PRNGKey(0),
@@ -187,7 +187,7 @@ def test_a_trained_runs_agent_is_restored_as_the_policy_without_its_replay(tmp_p
   ckpt.close()
   (tmp_path / "run" / "config.json").write_text(config.to_json_best_effort())
   _, restored, name = load_policy(str(tmp_path / "run"), env.spec, 1, config)
-  assert name.startswith("diamond run ") and name.endswith("at step 120")
+  assert name.startswith("dreamerv3 run ") and name.endswith("at step 120")
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(a, b)
   other = EnvSpec(obs=env.spec.obs, act=ActionSpec(discrete=True, num_actions=9))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from experiments.configs import diamond, iris, storm
 from wm_jax.agents import make_agent
@@ -48,6 +49,7 @@ def test_probe_reports_both_policies_and_an_actor_critic_curve(tmp_path):
   assert all(0.0 <= p["mean_return"] <= 50.0 for p in curve)
 
 
+@pytest.mark.slow   # 55 s of the 14.5-minute `make test` (measured); `make test-all` runs it
 def test_probe_reads_a_32x32_diamond_run(tmp_path):
   """DIAMOND's debug runs are on 32x32 frames: the probe's env, walker and fresh actor-critic
   take the run's frame size."""
