@@ -173,15 +173,19 @@ def timed(fn, args, repeats: int) -> tuple[float, float, object]:
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   compile_s = time.perf_counter() - t0
+  name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "?")
+  # Progress on stderr, for a run cut short (IRIS's paper-size update had not returned 70 min
+  # after the start on 2 CPU cores): the compile time once known, then each call's time.
+  print(f"{name}: compiled in {compile_s:.1f} s", file=sys.stderr, flush=True)
+  t0 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
+  print(f"{name}: warm-up call {time.perf_counter() - t0:.4f} s", file=sys.stderr, flush=True)
   t0 = time.perf_counter()
   for _ in range(repeats):
     out = compiled(*args)
   jax.block_until_ready(out)
   seconds = (time.perf_counter() - t0) / repeats
-  name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "?")
-  print(f"{name}: compiled in {compile_s:.1f} s, {seconds:.4f} s per call", file=sys.stderr,
-        flush=True)  # progress for a run cut short
+  print(f"{name}: {seconds:.4f} s per call", file=sys.stderr, flush=True)
   return compile_s, seconds, out
 
 

@@ -85,7 +85,9 @@ def agent_config() -> ml_collections.ConfigDict:
           # 10.0 vs Euler's 23.3); at 10 steps Heun matches Euler (24.0 vs 23.8). Measured in issue 12.
           order=1,
           s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0,
-          init_sigma=1.0)),         # DIAMOND starts from torch.randn (see the docstring)
+          # DIAMOND starts from torch.randn (see the docstring); typed, so that a None (the
+          # debug variant's) can be overridden from the command line
+          init_sigma=ml_collections.FieldReference(1.0, field_type=float))),
       opt=_opt(wd=1e-2, clip=1.0)))  # trainer.yaml denoiser.optimizer, max_grad_norm 1
   a.reward_end = ml_collections.ConfigDict(dict(
       lstm=512,                     # agent/default.yaml rew_end_model.lstm_dim
