@@ -43,7 +43,7 @@ def _norm(tree) -> float:
 
 
 def _grad_norms(wm, params, batch) -> dict:
-  grads = jax.grad(lambda p: wm.loss(p, batch, jax.random.key(1))[0])(params)["params"]
+  grads = jax.jit(jax.grad(lambda p: wm.loss(p, batch, jax.random.key(1))[0]))(params)["params"]
   groups = {"encoder": ("enc_vector", "enc_image", "post_head"),
             "decoder": ("dec_vector", "dec_image"),
             "sequence": ("stem_in", "stem_out", "stem_norm", "transformer"),
@@ -55,7 +55,7 @@ def _grad_norms(wm, params, batch) -> dict:
 def _obs_grad(wm, params, batch):
   """d loss / d vector observation [B, T, D]: which frames a term reaches."""
   loss = lambda v: wm.loss(params, dict(batch, vector=v), jax.random.key(1))[0]
-  return jax.grad(loss)(batch["vector"])
+  return jax.jit(jax.grad(loss))(batch["vector"])
 
 
 def test_dynamics_kl_trains_the_prior_and_not_the_next_frames_posterior():
@@ -143,12 +143,13 @@ def test_starts_never_end_on_a_reset_and_terminal_frames_stop():
 def test_imagination_shapes_and_continuation_heads():
   wm, params = make(IMG)
   batch = replay_batch(IMG, B=2, T=8)
-  _, (metrics, out) = wm.loss(params, batch, jax.random.key(0))
+  _, (metrics, out) = jax.jit(wm.loss)(params, batch, jax.random.key(0))
   assert {"image_loss", "reward_loss", "term_loss", "dyn_loss", "rep_loss"} <= set(metrics)
-  start, _ = wm.imagination_starts(params, out["stoch"], batch, jax.random.key(1))
+  start, _ = jax.jit(wm.imagination_starts)(params, out["stoch"], batch, jax.random.key(1))
   N, H = wm.cfg.imag_batch, 5
   policy = lambda s, k: jax.nn.one_hot(jax.random.randint(k, (N,), 0, 5), 5)
-  states, actions = wm.imagine(params, policy, start, H, jax.random.key(2))
+  states, actions = jax.jit(wm.imagine, static_argnums=(1, 3))(params, policy, start, H,
+                                                                jax.random.key(2))
   chex.assert_shape([states["deter"], states["stoch"], actions],
                     [(N, H + 1, wm.cfg.transformer.width), (N, H + 1, 64), (N, H, 5)])
   feat = jnp.concatenate([states["deter"], states["stoch"]], -1)
