@@ -91,6 +91,21 @@ def test_a_diamond_run_saved_before_its_own_actor_critic_net_resumes_with_iriss(
   assert check_workdir(str(tmp_path), config, {})
 
 
+def test_a_diamond_run_saved_before_per_pixel_cross_attention_resumes_without_it(tmp_path):
+  """DIAMOND runs saved before agent.denoiser.per_pixel_cross_attn_depths existed had none:
+  they resume with the default (None) and are refused with per-pixel levels switched on."""
+  config = diamond_config.get_config("atari100k_cross_attention")
+  old = json.loads(config.to_json_best_effort())
+  del old["agent"]["denoiser"]["per_pixel_cross_attn_depths"]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  assert check_workdir(str(tmp_path), config, {})
+  assert trained.run_config(str(tmp_path)).agent.denoiser.per_pixel_cross_attn_depths is None
+  config.agent.denoiser.per_pixel_cross_attn_depths = (False, True, False, False)
+  with pytest.raises(RunConfigError, match="agent.denoiser.per_pixel_cross_attn_depths: saved "
+                                           "None"):
+    check_workdir(str(tmp_path), config, {})
+
+
 def test_offline_training_samples_the_world_models_batch():
   """Offline, only the world model trains: it samples agent.world_model_batch_size sequences
   where the config sets one (the debug variants: 4 or 16 of 32), else run.batch_size."""

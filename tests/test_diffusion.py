@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from wm_jax.core import edm
+from wm_jax.core.transformer import attend
 from wm_jax.errors import RunConfigError
-from wm_jax.models.diffusion import DenoiserNetConfig, make_denoiser_net
+from wm_jax.models.diffusion import (CrossAttention2d, DenoiserNetConfig, attend_per_pixel,
+                                     make_denoiser_net)
 
 # ------------------------------------------------------------------------------ preconditioning
 
@@ -186,10 +188,18 @@ def _inputs(key, size):
           jax.random.randint(k[3], (B, H), 0, NUM_ACTIONS))
 
 
-@pytest.fixture(scope="module", params=["frame_stack", "cross_attention"])
+ARCHITECTURE_CASES = {
+    "frame_stack": dict(architecture="frame_stack"),
+    "cross_attention": dict(architecture="cross_attention"),
+    "cross_attention_per_pixel": dict(architecture="cross_attention",
+                                      per_pixel_cross_attn_depths=[1, 0]),
+}
+
+
+@pytest.fixture(scope="module", params=list(ARCHITECTURE_CASES))
 def tiny(request):
   """(config, fp32 net, params): one init per architecture (params are fp32 for every dtype)."""
-  cfg = ml_collections.ConfigDict(dict(TINY, architecture=request.param))
+  cfg = ml_collections.ConfigDict(dict(TINY, **ARCHITECTURE_CASES[request.param]))
   net = make_denoiser_net(cfg, NUM_ACTIONS, jnp.float32)
   params = jax.jit(net.init)(jax.random.key(0), *_inputs(jax.random.key(1), 16))
   return cfg, net, params
@@ -228,6 +238,41 @@ def test_unknown_architecture_is_refused_with_one_sentence():
   with pytest.raises(RunConfigError, match="architecture='x' is unknown: use 'frame_stack' or "
                                            "'cross_attention'"):
     make_denoiser_net(ml_collections.ConfigDict(dict(TINY, architecture="x")), NUM_ACTIONS)
+
+
+def test_per_pixel_attention_is_full_attention_masked_to_the_same_pixel():
+  b, t, h, w, n, d = 2, 3, 4, 5, 2, 8
+  k = jax.random.split(jax.random.key(4), 3)
+  q = jax.random.normal(k[0], (b, h, w, n, d))
+  keys, values = (jax.random.normal(key, (b, t, h, w, n, d)) for key in k[1:])
+  pixel = np.arange(h * w)
+  same_pixel = pixel[:, None] == np.tile(pixel, t)[None]          # [h w, t h w]
+  full = attend(q.reshape(b, h * w, n, d), keys.reshape(b, t * h * w, n, d),
+                values.reshape(b, t * h * w, n, d), jnp.asarray(same_pixel))
+  np.testing.assert_allclose(attend_per_pixel(q, keys, values), full.reshape(b, h, w, n, d),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_per_pixel_cross_attention_reads_the_history_at_its_own_pixel_only():
+  layer = CrossAttention2d(per_pixel=True)
+  x = jax.random.normal(jax.random.key(5), (1, 6, 6, 16))
+  ctx = jax.random.normal(jax.random.key(6), (1, H, 6, 6, 8))
+  params = layer.init(jax.random.key(7), x, ctx)
+  rng = np.random.default_rng(1)    # off the zero init of the output projection
+  params = jax.tree.map(lambda p: np.asarray(p) + rng.normal(0, 0.2, p.shape).astype(np.float32),
+                        params)
+  bump = jax.random.normal(jax.random.key(8), (1, H, 8))
+  moved = np.asarray(layer.apply(params, x, ctx.at[:, :, 2, 3].add(bump))
+                     - layer.apply(params, x, ctx))
+  changed = np.abs(moved).max(-1) > 1e-4
+  assert changed[0, 2, 3] and changed.sum() == 1
+
+
+def test_a_level_with_both_kinds_of_cross_attention_is_refused():
+  cfg = ml_collections.ConfigDict(dict(TINY, architecture="cross_attention",
+                                       per_pixel_cross_attn_depths=[0, 1]))
+  with pytest.raises(RunConfigError, match="give each level at most one kind"):
+    make_denoiser_net(cfg, NUM_ACTIONS)
 
 
 def test_default_sizes_are_diamonds():

@@ -64,7 +64,8 @@ _COMPONENT_AGENT_FIELDS = {"agent.world_model_batch_size": None,
                            "agent.actor_critic.net": "iris"}
 ADDED_FIELDS = {"iris": {**_COMPONENT_AGENT_FIELDS, "agent.tokenizer.microbatches": 1,
                          "agent.actor_critic.zero_heads": False},
-                "diamond": {**_COMPONENT_AGENT_FIELDS, "agent.actor_critic.zero_heads": True}}
+                "diamond": {**_COMPONENT_AGENT_FIELDS, "agent.actor_critic.zero_heads": True,
+                            "agent.denoiser.per_pixel_cross_attn_depths": None}}
 
 
 def with_added_fields(saved: dict) -> dict:

@@ -66,6 +66,9 @@ def agent_config() -> ml_collections.ConfigDict:
       prev_frame_scale=2.0,         # previous frames enter as obs / sigma_data (denoiser.py)
       # cross_attention only (ours: DWM gives no sizes)
       cross_attn_depths=(False, False, True, True),
+      # levels whose pixels attend to the H history features at that pixel only (U-Net 3D's
+      # temporal attention); None = none
+      per_pixel_cross_attn_depths=ml_collections.FieldReference(None, field_type=tuple),
       history_channels=(32, 32, 32, 32),
       history_depths=(1, 1, 1, 1),
       obs_dropout=0.0,              # DWM sec. 4.2.2: 0.2 for CFG; DIAMOND: none

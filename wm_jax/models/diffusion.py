@@ -31,8 +31,11 @@ cross-attend to a history encoder: the down path of a light U-Net (`history_chan
 MLP(Embed(its action) + a learned relative-timestep embedding). Its level-i features of all H
 frames, [B, H, h_i, w_i, C_hist], are that level's keys and values (multi-head); fixed 2-D
 sinusoidal position codes are added to queries and keys so that attention can align
-locations. The noise level and the H actions still condition every block through AdaGN, as in
-the frame-stack net.
+locations. Full attention over H h_i w_i positions is too costly at high resolutions; there, the
+levels flagged by `per_pixel_cross_attn_depths` (ours, off by default) let each pixel attend to
+the H history features at that pixel only, U-Net 3D's temporal attention (Ho et al. 2022b),
+which DWM cites as the inspiration of this design. The noise level and the H actions still
+condition every block through AdaGN, as in the frame-stack net.
 
 Observation / action dropout (DWM sec. 4.2.2, for classifier-free guidance, eq. 4): where
 keep_obs is False the previous frames are replaced by zeros; where keep_act is False every
@@ -85,6 +88,8 @@ class DenoiserNetConfig:
   prev_frame_scale: float = 2.0              # 1 / sigma_data: previous frames enter as obs / 0.5
   # cross_attention only (ours: DWM gives no sizes)
   cross_attn_depths: Sequence[bool] = (False, False, True, True)  # core levels that cross-attend
+  # core levels whose pixels attend only to the H history features at that pixel; None = none
+  per_pixel_cross_attn_depths: Sequence[bool] | None = None
   history_channels: Sequence[int] = (32, 32, 32, 32)   # history encoder channels per level
   history_depths: Sequence[int] = (1, 1, 1, 1)         # history encoder ResBlocks per level
 
@@ -95,11 +100,16 @@ class DenoiserNetConfig:
     levels = len(self.channels)
     per_level = ["depths", "attn_depths"]
     if self.architecture == "cross_attention":
-      per_level += ["cross_attn_depths", "history_channels", "history_depths"]
+      per_level += ["cross_attn_depths", "per_pixel_cross_attn_depths", "history_channels",
+                    "history_depths"]
     for name in per_level:
-      if len(getattr(self, name)) != levels:
+      if getattr(self, name) is not None and len(getattr(self, name)) != levels:
         raise RunConfigError(f"agent.denoiser.{name} has {len(getattr(self, name))} entries but "
                              f"channels has {levels}: give one per U-Net level.")
+    if self.architecture == "cross_attention" and any(
+        map(all, zip(self.cross_attn_depths, self.per_pixel_cross_attn_depths or ()))):
+      raise RunConfigError("agent.denoiser.cross_attn_depths and per_pixel_cross_attn_depths both "
+                           "flag one level: give each level at most one kind of cross-attention.")
     if self.cond_channels % self.num_cond_frames or self.cond_channels % 2:
       raise RunConfigError(f"agent.denoiser.cond_channels={self.cond_channels} must be even and a "
                            f"multiple of num_cond_frames={self.num_cond_frames} (cos and sin "
@@ -173,7 +183,13 @@ class SelfAttention2d(nn.Module):
 class CrossAttention2d(nn.Module):
   """x [B, h, w, C], ctx [B, T, h', w', C'] -> x + W_o MHA(q = GN(x) + P, k = LN(ctx) + P', v = LN(ctx))
   [B, h, w, C], attending over all T h' w' context positions; C // 8 heads, W_o zero-init,
-  P, P' = `grid_positions` (DWM sec. 4.2.1: the core U-Net cross-attends to the history encoder)."""
+  P, P' = `grid_positions` (DWM sec. 4.2.1: the core U-Net cross-attends to the history encoder).
+
+  With `per_pixel` (ours), each pixel attends only to the T context features at the same pixel
+  (h' = h, w' = w; no position codes): the temporal attention of U-Net 3D (Ho et al. 2022b),
+  which DWM's cross-attention design cites. It costs T keys per pixel instead of T h' w', so
+  high-resolution levels can read the history, which full attention makes too costly there."""
+  per_pixel: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -181,15 +197,32 @@ class CrossAttention2d(nn.Module):
     n, h, w, c = x.shape
     _, t, hc, wc, cc = ctx.shape
     heads = max(1, c // ATTN_HEAD_DIM)
-    split = lambda y: y.reshape(n, -1, heads, c // heads)
-    q = _group_norm(c, True, self.dtype, "norm")(x) + grid_positions(h, w, c).astype(self.dtype)
+    q = _group_norm(c, True, self.dtype, "norm")(x)
     ctx = nn.LayerNorm(epsilon=GN_EPS, dtype=self.dtype, param_dtype=PARAM_DTYPE,
                        name="ctx_norm")(ctx)
-    k = ctx + grid_positions(hc, wc, cc).astype(self.dtype)
+    k = ctx
+    if self.per_pixel:
+      chex.assert_shape(ctx, (n, t, h, w, None))
+      split = lambda y: y.reshape(y.shape[:-1] + (heads, c // heads))
+    else:
+      q = q + grid_positions(h, w, c).astype(self.dtype)
+      k = k + grid_positions(hc, wc, cc).astype(self.dtype)
+      split = lambda y: y.reshape(n, -1, heads, c // heads)
     q, k, v = (split(dense(c, self.dtype, name=name)(y)) for name, y in
                (("q", q), ("k", k), ("v", ctx)))
-    y = attend(q, k, v, jnp.ones((h * w, t * hc * wc), bool))
+    if self.per_pixel:
+      y = attend_per_pixel(q, k, v)
+    else:
+      y = attend(q, k, v, jnp.ones((h * w, t * hc * wc), bool))
     return x + dense(c, self.dtype, name="out_proj", outscale=0.0)(y.reshape(x.shape))
+
+
+def attend_per_pixel(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+  """q [B, h, w, N, D], k/v [B, T, h, w, N, D] -> [B, h, w, N, D]: scaled dot-product attention
+  of each pixel's query over the T keys at that pixel (N heads of width D)."""
+  logits = jnp.einsum("bxynd,btxynd->bxynt", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1])
+  weights = jax.nn.softmax(logits, -1).astype(v.dtype)
+  return jnp.einsum("bxynt,btxynd->bxynd", weights, v)
 
 
 class ResBlock(nn.Module):
@@ -199,7 +232,7 @@ class ResBlock(nn.Module):
   (DIAMOND blocks.ResBlock; cross-attention: DWM sec. 4.2.1)."""
   out: int
   attn: bool = False
-  cross_attn: bool = False
+  cross_attn: str | None = None     # None, 'full' or 'per_pixel' (CrossAttention2d)
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -213,7 +246,7 @@ class ResBlock(nn.Module):
     if self.attn:
       x = SelfAttention2d(self.dtype, name="attn")(x)
     if self.cross_attn:
-      x = CrossAttention2d(self.dtype, name="cross_attn")(x, ctx)
+      x = CrossAttention2d(self.cross_attn == "per_pixel", self.dtype, name="cross_attn")(x, ctx)
     return x
 
 
@@ -243,17 +276,21 @@ class UNet(nn.Module):
   i < levels - 1) runs depths[i] + 1 ResBlocks, each on cat[x, one skip], the skips being the
   level's down activations in reverse (block outputs, then the level's input), the last block
   going back to channels[i - 1]. Levels with cross_attn_depths[i] (and the middle blocks when
-  the lowest level has it) cross-attend to contexts[i]."""
+  the lowest level has it) cross-attend to contexts[i], over all its positions; levels with
+  per_pixel_cross_attn_depths[i], per pixel (CrossAttention2d)."""
   channels: Sequence[int]
   depths: Sequence[int]
   attn_depths: Sequence[bool]
   cross_attn_depths: Sequence[bool] | None = None
+  per_pixel_cross_attn_depths: Sequence[bool] | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, cond, contexts=None):
     levels = len(self.channels)
-    cross = tuple(bool(c) for c in (self.cross_attn_depths or (False,) * levels))
+    full = self.cross_attn_depths or (False,) * levels
+    per_pixel = self.per_pixel_cross_attn_depths or (False,) * levels
+    cross = tuple("full" if f else "per_pixel" if p else None for f, p in zip(full, per_pixel))
     block = lambda name, out, i, attn: ResBlock(out, bool(attn), cross[i], self.dtype, name=name)
     ctx = lambda i: contexts[i] if cross[i] else None
     skips = []
@@ -449,8 +486,8 @@ class CrossAttentionDenoiser(_Denoiser):
                               self.num_actions, self.dtype, name="history")(
                                   prev, prev_actions, keep_act)
     x = _conv(c.channels[0], 3, self.dtype, "conv_in")(scaled_noisy.astype(self.dtype))
-    return UNet(c.channels, c.depths, c.attn_depths, c.cross_attn_depths, self.dtype,
-                name="unet")(x, cond, contexts)
+    return UNet(c.channels, c.depths, c.attn_depths, c.cross_attn_depths,
+                c.per_pixel_cross_attn_depths, self.dtype, name="unet")(x, cond, contexts)
 
 
 def make_denoiser_net(cfg: Any, num_actions: int, dtype: Any = jnp.float32) -> nn.Module:
