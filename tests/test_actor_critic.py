@@ -158,7 +158,7 @@ def test_backprop_objective_subtracts_a_baseline_that_carries_gradient():
       state, _ = update(state, jax.random.key(i))
     loss_fn = lambda p: ac._actor_loss(p, state, wm, {}, start, jnp.ones(N),
                                        jax.random.key(7))
-    (loss, (traj, _, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (loss, (traj, _, metrics)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
         state["actor"])
     out[baseline] = grads
     value = ac.value(state["critic"], traj["feat"])

@@ -31,6 +31,7 @@ def _probe(*flags):
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow   # 57 s of the 15-minute `make test` (measured); `make test-all` runs it
 def test_probe_reports_both_policies_and_an_actor_critic_curve(tmp_path):
   _save_untrained_run(tmp_path / "iris", iris.get_config("debug"))
   done = _probe(f"--run={tmp_path / 'iris'}", "--starts=16", "--horizon=8", "--ac_updates=2",
