@@ -99,3 +99,30 @@ def test_bootstrap_is_seeded_and_leaves_the_global_rng_alone():
   first = aggregate.interval_estimates(data, reps=100, seed=1)
   assert np.random.random() == expected_next
   assert aggregate.interval_estimates(data, reps=100, seed=1) == first
+
+
+def test_paired_gain_is_the_pooled_mean_difference_with_a_cluster_bootstrap_ci():
+  rng = np.random.default_rng(0)
+  groups = np.repeat(np.arange(8), [5, 9, 3, 12, 7, 4, 10, 6])        # 56 windows, 8 episodes
+  per_group = rng.normal(0.5, 1.0, size=(8, 3))                       # [groups, steps]
+  baseline = rng.normal(20.0, 1.0, size=(56, 3))
+  model = baseline + per_group[groups]       # every window of a group has the same gain
+  gain = aggregate.paired_gain_interval(model, baseline, groups, reps=500)
+  np.testing.assert_allclose(gain["mean"], (model - baseline).mean(0), rtol=1e-9)
+  assert all(lo < m < hi for lo, m, hi in zip(gain["low"], gain["mean"], gain["high"]))
+  # The same gains as if every window were its own episode: the CI is far too narrow then,
+  # since a group of copies carries one sample's information.
+  naive = aggregate.paired_gain_interval(model, baseline, np.arange(56), reps=500)
+  width = lambda g: np.subtract(g["high"], g["low"])
+  assert np.all(width(gain) > 1.5 * width(naive))
+  # Reproducible for a seed.
+  assert aggregate.paired_gain_interval(model, baseline, groups, reps=500) == gain
+
+
+def test_paired_gain_of_one_episode_or_a_constant_gain_is_degenerate():
+  baseline = np.arange(12.0).reshape(4, 3)
+  one_episode = aggregate.paired_gain_interval(baseline + [[1.0], [2.0], [3.0], [6.0]],
+                                               baseline, np.zeros(4))
+  assert one_episode["low"] == one_episode["mean"] == one_episode["high"] == [3.0] * 3
+  constant = aggregate.paired_gain_interval(baseline - 0.25, baseline, np.arange(4), reps=200)
+  np.testing.assert_allclose([constant[b] for b in ("low", "mean", "high")], -0.25)

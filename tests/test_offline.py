@@ -86,6 +86,8 @@ def test_open_loop_of_a_copying_model_equals_the_copy_last_baseline():
   np.testing.assert_allclose(out["model"]["psnr"], out["copy_last"]["psnr"], rtol=1e-6)
   np.testing.assert_allclose(out["model"]["ssim"], out["copy_last"]["ssim"], rtol=1e-6)
   assert len(out["model"]["psnr"]) == 4 and out["generated"] == 8 * 4
+  for bound in ("mean", "low", "high"):   # no gain over copy-last, and no doubt about it
+    np.testing.assert_allclose(out["psnr_gain"][bound], 0.0, atol=1e-5)
   # Noise frames: copying one to the next is ~7.8 dB (uniform bytes); not the cap.
   assert 5 < out["copy_last"]["psnr"][0] < 12
   real_zero = (windows["reward"][:, 2:] == 0).mean(0)
@@ -226,6 +228,18 @@ def test_reward_class_counts_small_predictions_as_no_reward():
                                 [-1, -1, 0, 0, 1, 1])
 
 
+def test_gain_note_names_the_steps_whose_interval_is_above_zero():
+  gain = {"mean": [1.0, 0.6, 0.2, 0.5, 0.4], "low": [0.5, 0.1, -0.1, 0.2, 0.05],
+          "high": [1.5, 1.1, 0.5, 0.8, 0.7]}
+  note = offline.gain_note(gain, [1, 5], episodes=11)
+  assert "bootstrap over the 11 held-out episodes" in note
+  assert "step 1 +1.00 [+0.50, +1.50]; step 5 +0.40 [+0.05, +0.70]" in note
+  assert note.endswith("the CI is above 0 at 4 of 5 steps (1-2, 4-5).")
+  assert offline.format_steps([1, 2, 3, 5, 7, 8, 12]) == "1-3, 5, 7-8, 12"
+  below = dict(gain, low=[-1.0] * 5)
+  assert offline.gain_note(below, [1], 3).endswith("the CI is above 0 at 0 of 5 steps.")
+
+
 def test_compiled_memory_counts_arguments_outputs_and_temporaries():
   x = jnp.zeros((256, 256), jnp.float32)   # 256 KiB
   size = offline.compiled_memory(lambda a: (a @ a).sum(), x)
@@ -271,6 +285,9 @@ def test_train_offline_reports_resumes_and_never_overwrites(tmp_path):
   table = (report / "table.md").read_text()
   assert "copy last frame" in table and "FID and LPIPS are not reported" in table
   assert "FVD is not reported: pass --fvd" in table
+  assert "PSNR gain over copy-last-frame, dB (mean [95% CI], bootstrap over the" in table
+  assert len(results["psnr_gain"]["low"]) == 3
+  assert "psnr_gain_low" in (report / "per_step.csv").read_text().splitlines()[0]
   again = _train_offline(tmp_path / "data", tmp_path / "run", "--updates=100",
                          "--max_minutes=0.01")
   assert again.returncode != 0 and "Traceback" not in again.stderr

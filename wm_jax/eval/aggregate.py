@@ -6,6 +6,9 @@ the middle 50% of all runs x games entries; the optimality gap is the mean short
 (gamma = 1); #superhuman counts games whose per-game mean is at least human level (HNS >= 1,
 as IRIS counts Pong at exactly HNS 1.000; `SUPERHUMAN_ATOL` absorbs float rounding). CIs
 resample runs within each game (rliable's StratifiedBootstrap, percentile method).
+
+`paired_gain_interval` is the one exception: a model's per-step gain over a baseline on the
+same open-loop windows (wm_jax/offline.py), with a CI that resamples whole held-out episodes.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from arch.bootstrap import IIDBootstrap
 from rliable import library as rly
 from rliable import metrics
 
@@ -65,3 +69,26 @@ def _bootstrap(score_dict, func, reps, seed):
       return rly.get_interval_estimates(score_dict, func, reps=reps)
   finally:
     np.random.set_state(saved)
+
+
+def paired_gain_interval(model: np.ndarray, baseline: np.ndarray, groups: np.ndarray,
+                         reps: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+  """Mean per-step gain of a model over a baseline scored on the same items, with its 95%
+  percentile-bootstrap CI that resamples whole groups (a cluster bootstrap: the overlapping
+  open-loop windows of one held-out episode are not independent, so episodes are resampled).
+
+  model, baseline: [W, N] scores of W items at N steps; groups: [W] group of each item ->
+  {'mean', 'low', 'high'}: [N] lists. A single group gives a degenerate CI (low = high).
+  """
+  gain = np.asarray(model, np.float64) - np.asarray(baseline, np.float64)
+  ids, group_of = np.unique(groups, return_inverse=True)
+  sums = np.stack([gain[group_of == g].sum(0) for g in range(len(ids))])   # [G, N]
+  counts = np.bincount(group_of).astype(np.float64)                          # [G]
+  pooled_mean = lambda s, c: s.sum(0) / c.sum()
+  if len(ids) == 1:
+    low = high = pooled_mean(sums, counts)
+  else:
+    low, high = IIDBootstrap(sums, counts, seed=seed).conf_int(
+        pooled_mean, reps=reps, method="percentile")
+  return {"mean": pooled_mean(sums, counts).tolist(), "low": np.asarray(low).tolist(),
+          "high": np.asarray(high).tolist()}
